@@ -1,0 +1,68 @@
+"""Reading and validating configuration from the environment.
+
+Every setting Crunch has comes from an environment variable (documented in the README).
+Values are validated when settings load, so a bad value stops the process at start-up with
+a message that names the variable, instead of failing later in a request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return list(default)
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+UUID_PREFIX_RE = re.compile(r"^[0-9a-z]{5}$")
+
+
+def env_uuid_prefix(name: str, default: str) -> str:
+    value = env_str(name, default)
+    if not UUID_PREFIX_RE.match(value):
+        raise ImproperlyConfigured(
+            f"{name} must be exactly five lowercase letters or digits, not {value!r}"
+        )
+    return value
+
+
+def env_redis_url(name: str) -> str:
+    value = env_str(name).strip()
+    if value and not re.match(r"^rediss?://", value):
+        raise ImproperlyConfigured(f"{name} must start with redis:// or rediss://, not {value!r}")
+    return value

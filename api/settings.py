@@ -1,0 +1,152 @@
+"""Django settings for Crunch, all read from the environment (see README, "Configuration")."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from api.env import env_bool, env_int, env_list, env_redis_url, env_str, env_uuid_prefix
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+CRUNCH_DATA_DIR = Path(env_str("CRUNCH_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+CRUNCH_UUID_PREFIX = env_uuid_prefix("CRUNCH_UUID_PREFIX", "zzzzz")
+CRUNCH_GIT_DIR = CRUNCH_DATA_DIR / "git"
+CRUNCH_MAX_ITEMS_PER_RESPONSE = env_int("CRUNCH_MAX_ITEMS_PER_RESPONSE", 1000, minimum=1)
+# Where the public API is reachable, for URLs handed to clients (clone URLs, discovery rootUrl).
+# Empty: derived from each request's Host header.
+CRUNCH_EXTERNAL_URL = env_str("CRUNCH_EXTERNAL_URL").rstrip("/")
+# Methods turned off, e.g. "jobs.create" (spec: disable_api_methods).
+CRUNCH_DISABLE_API_METHODS = frozenset(env_list("CRUNCH_DISABLE_API_METHODS", []))
+# How often a token's last_used_at is rewritten, at most (seconds): a write per request
+# would make every read a write.
+CRUNCH_TOKEN_TOUCH_SECONDS = env_int("CRUNCH_TOKEN_TOUCH_SECONDS", 60, minimum=0)
+CRUNCH_GIT_TIMEOUT = env_int("CRUNCH_GIT_TIMEOUT", 120, minimum=1)
+
+
+def _secret_key() -> str:
+    configured = env_str("CRUNCH_SECRET_KEY")
+    if configured:
+        return configured
+    # First run without a configured key: keep one in the data directory so sessions
+    # survive restarts.
+    path = CRUNCH_DATA_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        CRUNCH_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("CRUNCH_DEBUG", False)
+ALLOWED_HOSTS = env_list("CRUNCH_ALLOWED_HOSTS", ["*"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "api.middleware.ArvadosRequestMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "api.urls"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "api.asgi.application"
+WSGI_APPLICATION = "api.wsgi.application"
+
+_database_url = env_str("DATABASE_URL") or f"sqlite:///{CRUNCH_DATA_DIR / 'crunch.sqlite3'}"
+try:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+except Exception as exc:  # dj_database_url raises several types for a malformed URL
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+_engine = DATABASES["default"]["ENGINE"]
+if _engine.endswith("sqlite3"):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    DATABASES["default"]["TEST"] = {"NAME": str(CRUNCH_DATA_DIR / "test.sqlite3")}
+elif not _engine.endswith("postgresql"):
+    raise ImproperlyConfigured(
+        f"DATABASE_URL must name PostgreSQL (postgres://) or SQLite (sqlite://), not {_engine}"
+    )
+CRUNCH_DB_IS_POSTGRES = _engine.endswith("postgresql")
+
+REDIS_URL = env_redis_url("REDIS_URL")
+
+AUTH_USER_MODEL = "jobs.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = CRUNCH_DATA_DIR / "static"
+
+# Upload limits: request bodies (job parameters, manifests) stay well below this.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CRUNCH_MAX_REQUEST_SIZE", 128 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 10000
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["api.renderers.ArvadosJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "api.renderers.AlwaysJSONNegotiation",
+}
+
+# Celery: the broker is Redis in production; without REDIS_URL a filesystem broker that
+# needs no server (for `make run`).
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+CELERY_BROKER_FILESYSTEM_DIR = CRUNCH_DATA_DIR / "broker"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("CRUNCH_LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}

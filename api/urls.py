@@ -1,0 +1,56 @@
+"""Routes. Collection-level methods (`users/current`, `jobs/queue`) come before `{uuid}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.urls import URLPattern, path, re_path
+
+from api.viewsets.resources import RESOURCE_VIEWSETS
+
+UUID = r"(?P<uuid>[^/]+)"
+
+
+def resource_routes(viewset: Any) -> list[URLPattern]:
+    base = f"arvados/v1/{viewset.resource}"
+    routes = []
+    for name, method in _extra_actions(viewset, detail=False):
+        routes.append(
+            re_path(rf"^{base}/{name}$", viewset.as_view({method: name}),
+                    name=f"{viewset.resource}-{name}")
+        )
+    for name, method in _extra_actions(viewset, detail=True):
+        routes.append(
+            re_path(rf"^{base}/{UUID}/{name}$", viewset.as_view({method: name}),
+                    name=f"{viewset.resource}-{name}")
+        )
+    routes.append(
+        re_path(rf"^{base}$", viewset.as_view({"get": "list", "post": "create"}),
+                name=f"{viewset.resource}-list")
+    )
+    routes.append(
+        re_path(
+            rf"^{base}/{UUID}$",
+            viewset.as_view(
+                {"get": "retrieve", "put": "update", "patch": "partial_update",
+                 "delete": "destroy"}
+            ),
+            name=f"{viewset.resource}-detail",
+        )
+    )
+    return routes
+
+
+def _extra_actions(viewset: Any, *, detail: bool) -> list[tuple[str, str]]:
+    found = []
+    for extra in viewset.get_extra_actions():
+        if extra.detail == detail:
+            for method in extra.mapping:
+                found.append((extra.url_path, method))
+    return found
+
+
+urlpatterns: list[Any] = [path("admin/", admin.site.urls)]
+for _viewset in RESOURCE_VIEWSETS:
+    urlpatterns += resource_routes(_viewset)

@@ -1,0 +1,94 @@
+"""The resources of this layer: users, groups, tokens, links, collections, repositories, nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.urls_util import external_base_url
+from api.viewsets.base import ArvadosViewSet
+from jobs.models import ApiClientAuthorization, Collection, Group, Link, Node, Repository, User
+
+
+class UserViewSet(ArvadosViewSet):
+    model = User
+    resource = "users"
+    singular = "user"
+    EXTRA_METHODS = {
+        "current": {"httpMethod": "GET", "path": "users/current", "parameters": {}},
+    }
+
+    @action(detail=False, methods=["get"])
+    def current(self, request: Request) -> Response:
+        return Response(self.render(self.actor.user, self.selected()))
+
+
+class GroupViewSet(ArvadosViewSet):
+    model = Group
+    resource = "groups"
+    singular = "group"
+
+
+class ApiClientAuthorizationViewSet(ArvadosViewSet):
+    model = ApiClientAuthorization
+    resource = "api_client_authorizations"
+    singular = "api_client_authorization"
+    EXTRA_METHODS = {
+        "current": {
+            "httpMethod": "GET",
+            "path": "api_client_authorizations/current",
+            "parameters": {},
+        },
+    }
+
+    def base_queryset(self) -> Any:
+        return ApiClientAuthorization.objects.select_related("user")
+
+    def extra_attributes(self, obj: Any) -> dict[str, Any]:
+        return {"user_id": obj.user_id, "api_token": obj.api_token}
+
+    @action(detail=False, methods=["get"])
+    def current(self, request: Request) -> Response:
+        return Response(self.render(self.actor.auth, self.selected()))
+
+
+class LinkViewSet(ArvadosViewSet):
+    model = Link
+    resource = "links"
+    singular = "link"
+
+
+class CollectionViewSet(ArvadosViewSet):
+    model = Collection
+    resource = "collections"
+    singular = "collection"
+
+
+class RepositoryViewSet(ArvadosViewSet):
+    model = Repository
+    resource = "repositories"
+    singular = "repository"
+
+    def extra_attributes(self, obj: Any) -> dict[str, Any]:
+        url = f"{external_base_url(self.request._request)}/git/{obj.name}.git"
+        return {"fetch_url": url, "push_url": url, "clone_urls": [url]}
+
+
+class NodeViewSet(ArvadosViewSet):
+    model = Node
+    resource = "nodes"
+    singular = "node"
+
+
+RESOURCE_VIEWSETS: tuple[type[ArvadosViewSet], ...] = (
+    UserViewSet,
+    GroupViewSet,
+    ApiClientAuthorizationViewSet,
+    LinkViewSet,
+    CollectionViewSet,
+    RepositoryViewSet,
+    NodeViewSet,
+)

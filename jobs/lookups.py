@@ -1,0 +1,57 @@
+"""SQL LIKE / ILIKE as ORM lookups, so Arvados patterns (`%`, `_`) compose with other filters.
+
+PostgreSQL has both operators. SQLite's LIKE ignores ASCII case, so there `like` becomes GLOB
+with the pattern translated (`%`→`*`, `_`→`?`, GLOB's own specials bracketed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import CharField, Lookup, TextField
+
+
+def _like_to_glob(pattern: str) -> str:
+    out = []
+    for ch in pattern:
+        if ch == "%":
+            out.append("*")
+        elif ch == "_":
+            out.append("?")
+        elif ch in "*?[":
+            out.append(f"[{ch}]")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class _PatternLookup(Lookup):  # type: ignore[type-arg]
+    operator = "LIKE"
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} {self.operator} {rhs}", [*lhs_params, *rhs_params]
+
+
+@CharField.register_lookup
+@TextField.register_lookup
+class Like(_PatternLookup):
+    lookup_name = "sql_like"
+
+    def as_sqlite(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        rhs_params = [_like_to_glob(p) if isinstance(p, str) else p for p in rhs_params]
+        return f"{lhs} GLOB {rhs}", [*lhs_params, *rhs_params]
+
+
+@CharField.register_lookup
+@TextField.register_lookup
+class ILike(_PatternLookup):
+    lookup_name = "sql_ilike"
+
+    def as_postgresql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} ILIKE {rhs}", [*lhs_params, *rhs_params]

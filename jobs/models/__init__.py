@@ -1,0 +1,18 @@
+from jobs.models.base import ArvadosModel
+from jobs.models.collections import Collection
+from jobs.models.links import PERMISSION_LEVELS, Link
+from jobs.models.nodes import Node
+from jobs.models.repositories import Repository
+from jobs.models.users import ApiClientAuthorization, Group, User
+
+__all__ = [
+    "PERMISSION_LEVELS",
+    "ApiClientAuthorization",
+    "ArvadosModel",
+    "Collection",
+    "Group",
+    "Link",
+    "Node",
+    "Repository",
+    "User",
+]

@@ -1,0 +1,111 @@
+"""Reads: objects by uuid, readable sets, lists with filters (services write, selectors read)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models import Q, QuerySet
+
+from jobs import permissions
+from jobs.exceptions import NotFound
+from jobs.filters import apply_filters
+from jobs.models import (
+    ApiClientAuthorization,
+    ArvadosModel,
+    Collection,
+    Group,
+    Link,
+    Node,
+    Repository,
+    User,
+)
+from jobs.uuids import infix_of
+
+MODELS: tuple[type[ArvadosModel], ...] = (
+    User,
+    Group,
+    ApiClientAuthorization,
+    Link,
+    Collection,
+    Repository,
+    Node,
+)
+
+
+def model_for_uuid(uuid: str) -> type[ArvadosModel] | None:
+    infix = infix_of(uuid)
+    for model in MODELS_BY_INFIX_EXTRA:
+        if model.infix() == infix:
+            return model
+    return None
+
+
+# Later resources (jobs) add their models here.
+MODELS_BY_INFIX_EXTRA: list[type[ArvadosModel]] = list(MODELS)
+
+
+def register_model(model: type[ArvadosModel]) -> None:
+    if model not in MODELS_BY_INFIX_EXTRA:
+        MODELS_BY_INFIX_EXTRA.append(model)
+
+
+def object_by_uuid(uuid: str) -> ArvadosModel | None:
+    model = model_for_uuid(uuid)
+    if model is None:
+        return None
+    return model.objects.filter(uuid=uuid).first()
+
+
+def restrict_readable(queryset: QuerySet, users: list[User]) -> QuerySet:
+    """Objects any of `users` may read (several users: the request's reader tokens)."""
+    combined = Q(pk__in=[])
+    for user in users:
+        if queryset.model is ApiClientAuthorization and not user.is_admin:
+            # Tokens are visible to their own user only, whatever the links say.
+            condition: Q | None = Q(user=user)
+        else:
+            condition = permissions.readable_q(user)
+        if condition is None:
+            return queryset
+        combined |= condition
+    return queryset.filter(combined)
+
+
+def readable_queryset(model: type[models.Model], user: User) -> QuerySet:
+    return restrict_readable(model.objects.all(), [user])
+
+
+def get_readable(model: type[ArvadosModel], user: User, uuid: str) -> Any:
+    """The object with this uuid if `user` may read it; unreadable looks missing."""
+    if not isinstance(uuid, str) or uuid.isdigit():
+        raise NotFound()
+    obj = readable_queryset(model, user).filter(uuid=uuid).first()
+    if obj is None:
+        raise NotFound()
+    return obj
+
+
+def list_objects(
+    model: type[models.Model],
+    user: User,
+    *,
+    filters: list[Any] | None = None,
+    where: dict[str, Any] | None = None,
+) -> QuerySet:
+    """Filters, then where, then readability (spec §1.8 evaluation order)."""
+    queryset = apply_filters(model.objects.all(), model, filters=filters, where=where)
+    return restrict_readable(queryset, [user])
+
+
+def pdh_readable(user: User, pdh: str) -> bool:
+    """Readable when at least one untrashed collection with that PDH is readable (§6.1)."""
+    queryset = Collection.objects.filter(portable_data_hash=pdh, is_trashed=False)
+    return permissions.readable(queryset, user).exists()
+
+
+def groups_of(user: User) -> QuerySet:
+    return Group.objects.filter(uuid__in=list(permissions.permission_map(user)))
+
+
+__all__ = ["MODELS", "Link", "Node", "Repository"]
