@@ -99,7 +99,6 @@ _engine = DATABASES["default"]["ENGINE"]
 if _engine.endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
-    DATABASES["default"]["TEST"] = {"NAME": str(CRUNCH_DATA_DIR / "test.sqlite3")}
 elif not _engine.endswith("postgresql"):
     raise ImproperlyConfigured(
         f"DATABASE_URL must name PostgreSQL (postgres://) or SQLite (sqlite://), not {_engine}"

@@ -1,0 +1,115 @@
+"""`crunch`: the production processes (`serve`, `worker`) and, for a first run, `dev`.
+
+Configuration comes from the environment (see README). Client commands (submit, logs, put,
+get...) join this entry point as the API grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+
+def _bind(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 < int(port) < 65536):
+        raise argparse.ArgumentTypeError(f"--bind takes HOST:PORT, not {value!r}")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "api.settings")
+    host, port = args.bind
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("crunch serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "api.asgi:application",
+        host=host,
+        port=port,
+        workers=args.workers,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        log_level=args.log_level,
+        proxy_headers=True,
+        timeout_keep_alive=30,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from crunch.celery import app
+
+    argv = ["worker", f"--concurrency={args.concurrency}", f"--loglevel={args.log_level}",
+            "--without-gossip", "--without-mingle"]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """API and one worker together, stopped together (what `make run` starts)."""
+    exe = [sys.executable, "-m", "crunch.cli"]
+    worker = subprocess.Popen([*exe, "worker", "--concurrency", "1"])
+    server = subprocess.Popen([*exe, "serve", "--bind", args.bind_text])
+    children = [server, worker]
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        stop()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return max((c.returncode or 0) for c in children)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crunch", description="Crunch job service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API server (ASGI, streams)")
+    serve.add_argument("--bind", type=_bind, default=("127.0.0.1", 8000), metavar="HOST:PORT")
+    serve.add_argument("--tls-cert", metavar="FILE")
+    serve.add_argument("--tls-key", metavar="FILE")
+    serve.add_argument("--workers", type=int, default=1, help="server processes")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run a Celery worker that executes jobs")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--hostname", help="worker node name (default: celery@<host>)")
+    worker.add_argument("--log-level", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    dev = sub.add_parser("dev", help="API and one worker together (make run)")
+    dev.add_argument("--bind", dest="bind_text", default="127.0.0.1:8000", metavar="HOST:PORT")
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
