@@ -311,7 +311,7 @@ def compile_filter(model: type[models.Model], condition: Any) -> Q:
     if op_name == "@@" and isinstance(operand, list):
         raise InvalidRequest("Invalid operand type 'array' for '@@' operator in filters")
 
-    combined = Q(pk__in=[]) if columns else Q()
+    parts: list[Q] = []
     for column in columns:
         kind = types.get(column)
         if kind is None:
@@ -320,7 +320,14 @@ def compile_filter(model: type[models.Model], condition: Any) -> Q:
             raise InvalidRequest(f"Invalid operator '{op}' for boolean attribute '{column}'")
         if kind not in operator.kinds:
             raise InvalidRequest(f"Invalid attribute '{column}' in filter")
-        combined |= operator.build(column, kind, operand, op_name)
+        parts.append(operator.build(column, kind, operand, op_name))
+    if not parts:
+        return Q(pk__in=[])
+    if any(not part for part in parts):
+        return Q()  # one column matches every row, so the OR does too
+    combined = parts[0]
+    for part in parts[1:]:
+        combined |= part
     return combined
 
 
