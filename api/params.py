@@ -27,7 +27,22 @@ def merged_params(query: QueryDict, data: Any) -> dict[str, Any]:
     elif data not in (None, b"", ""):
         raise InvalidRequest("The request body must be a JSON object")
     params.pop("alt", None)
+    if _has_nul(params):
+        # No Arvados text may contain NUL, and PostgreSQL refuses it in text and jsonb alike.
+        raise InvalidRequest("Parameters must not contain NUL (\\u0000) characters")
     return params
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
 
 
 def parse_json_param(value: Any, name: str, kind: type) -> Any:
@@ -37,9 +52,11 @@ def parse_json_param(value: Any, name: str, kind: type) -> Any:
     if isinstance(value, str):
         try:
             decoded = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             decoded = None
         if isinstance(decoded, kind):
+            if _has_nul(decoded):
+                raise InvalidRequest(f"{name} must not contain NUL (\\u0000) characters")
             return decoded
     noun = "an array" if kind is list else "an object"
     raise InvalidRequest(f'Could not parse "{name}" param as {noun}')

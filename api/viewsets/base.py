@@ -79,7 +79,7 @@ class ArvadosViewSet(ViewSet):
         return selectors.restrict_readable(queryset, [a.user for a in self.readers()])
 
     def get_object(self, uuid: str) -> Any:
-        if uuid.isdigit():
+        if uuid.isdigit() or "\x00" in uuid:
             raise NotFound()
         obj = self.readable(self.base_queryset().filter(uuid=uuid)).first()
         if obj is None:
