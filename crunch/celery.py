@@ -14,6 +14,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "api.settings")
 
 app = Celery("crunch")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.imports = ("crunch.tasks",)
 
 
 @app.on_configure.connect
