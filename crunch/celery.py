@@ -23,13 +23,14 @@ def _configure(sender: Celery, **_: object) -> None:
 
     if not settings.REDIS_URL:
         folder = settings.CELERY_BROKER_FILESYSTEM_DIR
-        for sub in ("in", "processed"):
+        for sub in ("in", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         sender.conf.broker_transport_options = {
             "data_folder_in": str(folder / "in"),
             "data_folder_out": str(folder / "in"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            "control_folder": str(folder / "control"),
         }
     sender.conf.task_acks_late = True
     sender.conf.worker_prefetch_multiplier = 1
