@@ -1,0 +1,28 @@
+"""Every model's admin list and change pages render for a staff user."""
+
+import pytest
+from django.urls import reverse
+
+from jobs.models import ApiClientAuthorization, Collection, Group, Link, Node, Repository, User
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("model", [User, Group, ApiClientAuthorization, Link, Collection,
+                                   Repository, Node])
+def test_admin_pages_render(client, admin, api, model):
+    admin_user, token = admin
+    admin_user.set_password("pw")
+    admin_user.save()
+    api.ok("POST", "links", body={"link": {"link_class": "tag"}}, token=token)
+    api.ok("POST", "groups", body={"group": {"name": "g"}}, token=token)
+    api.ok("POST", "collections", body={"collection": {"name": "c"}}, token=token)
+    assert client.login(username="admin", password="pw")
+    opts = model._meta
+    changelist = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+    assert changelist.status_code == 200
+    obj = model.objects.first()
+    if obj is not None:
+        change = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_change",
+                                    args=[obj.pk]))
+        assert change.status_code == 200
