@@ -99,7 +99,16 @@ _engine = DATABASES["default"]["ENGINE"]
 if _engine.endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
-elif not _engine.endswith("postgresql"):
+elif _engine.endswith("postgresql"):
+    # A pool: Django's ASGI handler runs each request on its own thread, so persistent
+    # connections are never reused and every request would pay for a new connection.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("CRUNCH_DB_POOL_SIZE", 10, minimum=1),
+        "timeout": 30,
+    }
+else:
     raise ImproperlyConfigured(
         f"DATABASE_URL must name PostgreSQL (postgres://) or SQLite (sqlite://), not {_engine}"
     )

@@ -11,6 +11,7 @@ at least `can_write`. Admins read and write everything.
 
 from __future__ import annotations
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 
 from jobs.exceptions import NotFound, PermissionDenied
@@ -23,6 +24,30 @@ _GROUP_INFIX = infix_for("Group")
 _USER_INFIX = infix_for("User")
 
 
+# One recursive query instead of a query per level: the edges are permission links to users
+# and groups (at the link's level) and group ownership (owners manage what they own); a
+# path's level is its weakest edge, and a node's level is its best path. UNION (not UNION
+# ALL) makes it terminate on cycles: there are finitely many (uuid, level) pairs.
+_MAP_SQL = """
+WITH RECURSIVE reach(uuid, level) AS (
+  SELECT CAST(%s AS VARCHAR), 3
+  UNION
+  SELECT e.dst, CASE WHEN e.level < r.level THEN e.level ELSE r.level END
+    FROM reach r JOIN (
+      SELECT l.tail_uuid AS src, l.head_uuid AS dst,
+             CASE l.name WHEN 'can_read' THEN 1 WHEN 'can_write' THEN 2 ELSE 3 END AS level
+        FROM {links} l
+       WHERE l.link_class = 'permission'
+         AND l.name IN ('can_read', 'can_write', 'can_manage')
+         AND substr(l.head_uuid, 7, 5) IN (%s, %s)
+      UNION ALL
+      SELECT g.owner_uuid, g.uuid, 3 FROM {groups} g
+    ) e ON e.src = r.uuid
+)
+SELECT uuid, MAX(level) FROM reach GROUP BY uuid
+"""
+
+
 def permission_map(user: User) -> dict[str, int]:
     """Best permission level `user` holds on each user or group it can reach.
 
@@ -31,28 +56,11 @@ def permission_map(user: User) -> dict[str, int]:
     cached: dict[str, int] | None = getattr(user, "_permission_map", None)
     if cached is not None:
         return cached
-    levels: dict[str, int] = {user.uuid: MANAGE}
-    frontier = {user.uuid}
-    while frontier:
-        changed: set[str] = set()
-        links = Link.objects.filter(
-            link_class="permission", name__in=_PERMISSION_NAMES, tail_uuid__in=frontier
-        ).values_list("tail_uuid", "head_uuid", "name")
-        for tail, head, name in links:
-            if not head or head[6:11] not in (_GROUP_INFIX, _USER_INFIX):
-                continue
-            level = min(levels[tail], PERMISSION_LEVELS[name])
-            if levels.get(head, 0) < level:
-                levels[head] = level
-                changed.add(head)
-        for owner, group in Group.objects.filter(owner_uuid__in=frontier).values_list(
-            "owner_uuid", "uuid"
-        ):
-            level = levels[owner]
-            if levels.get(group, 0) < level:
-                levels[group] = level
-                changed.add(group)
-        frontier = changed
+    sql = _MAP_SQL.format(links=Link._meta.db_table, groups=Group._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user.uuid, _GROUP_INFIX, _USER_INFIX])
+        levels = {uuid: int(level) for uuid, level in cursor.fetchall()}
+    levels[user.uuid] = MANAGE
     user._permission_map = levels  # type: ignore[attr-defined]
     return levels
 
@@ -74,19 +82,36 @@ def readable_q(user: User) -> Q | None:
     return Q(owner_uuid__in=nodes) | Q(uuid__in=nodes) | Q(uuid__in=granted)
 
 
+def readable_q_for(model: type, user: User) -> Q | None:
+    """`readable_q`, without the uuid-in-map test for models that are never users or groups."""
+    if user.is_admin:
+        return None
+    if model in (User, Group):
+        return readable_q(user)
+    nodes = list(permission_map(user))
+    granted = Link.objects.filter(
+        link_class="permission", name__in=_PERMISSION_NAMES, tail_uuid__in=nodes
+    ).values("head_uuid")
+    return Q(owner_uuid__in=nodes) | Q(uuid__in=granted)
+
+
 def readable(queryset: QuerySet, user: User) -> QuerySet:
     """Restrict `queryset` to objects `user` may read."""
     condition = readable_q(user)
     return queryset if condition is None else queryset.filter(condition)
 
 
-def level_on(user: User, obj: ArvadosModel) -> int:
-    """Best permission level `user` holds on `obj` (0 for none)."""
+def level_on(user: User, obj: ArvadosModel, *, enough: int = MANAGE) -> int:
+    """Best permission level `user` holds on `obj` (0 for none).
+
+    Stops looking once `enough` is reached (a read check needs no link query when the
+    owner is already in the map).
+    """
     if user.is_admin:
         return MANAGE
     levels = permission_map(user)
     best = max(levels.get(obj.owner_uuid, 0), levels.get(obj.uuid, 0))
-    if best >= MANAGE:
+    if best >= enough:
         return best
     for tail, name in Link.objects.filter(
         link_class="permission", name__in=_PERMISSION_NAMES, head_uuid=obj.uuid,
@@ -107,11 +132,11 @@ def level_on_uuid(user: User, uuid: str) -> int:
 
 
 def can_read(user: User, obj: ArvadosModel) -> bool:
-    return level_on(user, obj) >= READ
+    return level_on(user, obj, enough=READ) >= READ
 
 
 def can_write(user: User, obj: ArvadosModel) -> bool:
-    return level_on(user, obj) >= WRITE
+    return level_on(user, obj, enough=WRITE) >= WRITE
 
 
 def require_write(user: User, obj: ArvadosModel) -> None:

@@ -79,9 +79,8 @@ class ArvadosViewSet(ViewSet):
         return selectors.restrict_readable(queryset, [a.user for a in self.readers()])
 
     def get_object(self, uuid: str) -> Any:
-        if uuid.isdigit() or "\x00" in uuid:
-            raise NotFound()
-        obj = self.readable(self.base_queryset().filter(uuid=uuid)).first()
+        obj = selectors.readable_object(self.base_queryset(), [a.user for a in self.readers()],
+                                        uuid)
         if obj is None:
             raise NotFound()
         return obj
