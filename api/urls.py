@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.urls import URLPattern, path, re_path
 
+from api.discovery import discovery_view
 from api.viewsets.resources import RESOURCE_VIEWSETS
 
 UUID = r"(?P<uuid>[^/]+)"
@@ -51,6 +52,9 @@ def _extra_actions(viewset: Any, *, detail: bool) -> list[tuple[str, str]]:
     return found
 
 
-urlpatterns: list[Any] = [path("admin/", admin.site.urls)]
+urlpatterns: list[Any] = [
+    path("admin/", admin.site.urls),
+    path("discovery/v1/apis/arvados/v1/rest", discovery_view, name="discovery"),
+]
 for _viewset in RESOURCE_VIEWSETS:
     urlpatterns += resource_routes(_viewset)
