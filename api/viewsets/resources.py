@@ -13,12 +13,16 @@ from api.viewsets.base import ArvadosViewSet
 from jobs.models import ApiClientAuthorization, Collection, Group, Link, Node, Repository, User
 
 
+SELECT_PARAM = {"select": {"type": "array", "location": "query",
+                           "description": "Attributes of the object to return."}}
+
+
 class UserViewSet(ArvadosViewSet):
     model = User
     resource = "users"
     singular = "user"
     EXTRA_METHODS = {
-        "current": {"httpMethod": "GET", "path": "users/current", "parameters": {}},
+        "current": {"httpMethod": "GET", "path": "users/current", "parameters": SELECT_PARAM},
     }
 
     @action(detail=False, methods=["get"])
@@ -40,7 +44,7 @@ class ApiClientAuthorizationViewSet(ArvadosViewSet):
         "current": {
             "httpMethod": "GET",
             "path": "api_client_authorizations/current",
-            "parameters": {},
+            "parameters": SELECT_PARAM,
         },
     }
 

@@ -86,6 +86,8 @@ def test_client_builds_from_our_document(as_active: Any, live_server: Any,
     token = as_active.api_client_authorizations().current().execute()
     assert token["kind"] == "arvados#apiClientAuthorization"
     assert token["user_id"] == active[0].pk
+    narrowed = as_active.users().current(select=["uuid", "username"]).execute()
+    assert narrowed == {"kind": "arvados#user", "uuid": active[0].uuid, "username": "active"}
 
 
 def test_discovery_cache_in_xdg_dir_is_revalidated(connect: Callable[..., Any],
