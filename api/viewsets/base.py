@@ -18,10 +18,10 @@ from rest_framework.viewsets import ViewSet
 
 from api.authentication import authenticate, reader_actors
 from api.params import ListParams, merged_params, parse_json_param, parse_list_params, parse_select
-from api.serializers import serialize
+from api.serializers import plain, serialize
 from jobs import selectors
 from jobs.exceptions import Disabled, InvalidRequest, NotFound
-from jobs.filters import apply_filters
+from jobs.filters import apply_filters, column_types
 from jobs.models import ArvadosModel
 from jobs.services.objects import Actor
 from jobs.services.resources import service_for
@@ -106,8 +106,6 @@ class ArvadosViewSet(ViewSet):
         return self.readable(queryset)
 
     def list_response(self, queryset: Any, lp: ListParams) -> Response:
-        if lp.distinct:
-            queryset = queryset.distinct()
         body: dict[str, Any] = {
             "kind": f"{self.model.kind()}List",
             "etag": "",
@@ -115,9 +113,22 @@ class ArvadosViewSet(ViewSet):
             "offset": lp.offset,
             "limit": lp.limit,
         }
-        page = list(queryset.order_by(*lp.order)[lp.offset : lp.offset + lp.limit]) \
-            if lp.limit else []
-        body["items"] = [self.render(obj, lp.select) for obj in page]
+        columns = column_types(self.model)
+        if lp.distinct and lp.select and all(name in columns for name in lp.select):
+            # SELECT DISTINCT over the selected columns, ordered by those of them the
+            # client ordered by (spec §1.8): e.g. the distinct head_uuids of some links.
+            order = [term for term in lp.order if term.lstrip("-") in lp.select]
+            queryset = queryset.values(*lp.select).order_by(*order).distinct()
+            rows = list(queryset[lp.offset : lp.offset + lp.limit]) if lp.limit else []
+            body["items"] = [{"kind": self.model.kind()} | {k: plain(v) for k, v in row.items()}
+                             for row in rows]
+            page: list[Any] = rows
+        else:
+            if lp.distinct:
+                queryset = queryset.distinct()
+            page = list(queryset.order_by(*lp.order)[lp.offset : lp.offset + lp.limit]) \
+                if lp.limit else []
+            body["items"] = [self.render(obj, lp.select) for obj in page]
         if lp.count:
             if lp.offset == 0 and len(page) < lp.limit:
                 body["items_available"] = len(page)

@@ -220,3 +220,15 @@ def test_distinct_rejects_other_values(api, links, value):
     token, _ = links
     assert_error(*api.get("links", params={"distinct": value}, token=token), 422,
                  "distinct parameter must be a boolean, true or false")
+
+
+def test_distinct_over_selected_columns(api, links):
+    token, made = links
+    data = api.ok("GET", "links", params={"select": ["link_class"], "distinct": True,
+                                          "order": ["link_class asc"]}, token=token)
+    assert data["items"] == [{"kind": "arvados#link", "link_class": "note"},
+                             {"kind": "arvados#link", "link_class": "tag"}]
+    assert data["items_available"] == 2
+    # without distinct every row comes back
+    data = api.ok("GET", "links", params={"select": ["link_class"]}, token=token)
+    assert len(data["items"]) == 5
