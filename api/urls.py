@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.urls import URLPattern, path, re_path
 
 from api.discovery import discovery_view
+from api.git_http import GIT_HTTP_ROUTE, git_http
 from api.viewsets.resources import RESOURCE_VIEWSETS
 
 UUID = r"(?P<uuid>[^/]+)"
@@ -55,6 +56,7 @@ def _extra_actions(viewset: Any, *, detail: bool) -> list[tuple[str, str]]:
 urlpatterns: list[Any] = [
     path("admin/", admin.site.urls),
     path("discovery/v1/apis/arvados/v1/rest", discovery_view, name="discovery"),
+    re_path(GIT_HTTP_ROUTE, git_http, name="git-http"),
 ]
 for _viewset in RESOURCE_VIEWSETS:
     urlpatterns += resource_routes(_viewset)
