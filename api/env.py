@@ -49,7 +49,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-UUID_PREFIX_RE = re.compile(r"^[0-9a-z]{5}$")
+UUID_PREFIX_RE = re.compile(r"^[0-9a-z]{5}\Z")
 
 
 def env_uuid_prefix(name: str, default: str) -> str:

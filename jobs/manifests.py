@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from jobs.exceptions import InvalidRequest
 
-LOCATOR_RE = re.compile(r"^([0-9a-fA-F]{32})(\+[0-9]+)?((?:\+[A-Z][A-Za-z0-9@_-]*)*)$")
-PDH_RE = re.compile(r"^[0-9a-f]{32}\+[0-9]+$")
-_SEGMENT_RE = re.compile(r"^([0-9]+):([0-9]+):(.+)$")
+LOCATOR_RE = re.compile(r"^([0-9a-fA-F]{32})(\+[0-9]+)?((?:\+[A-Z][A-Za-z0-9@_-]*)*)\Z")
+PDH_RE = re.compile(r"^[0-9a-f]{32}\+[0-9]+\Z")
+_SEGMENT_RE = re.compile(r"^([0-9]+):([0-9]+):(.+)\Z")
 _ESCAPE_RE = re.compile(r"\\([0-7]{3})")
 EMPTY_PDH = "d41d8cd98f00b204e9800998ecf8427e+0"
 

@@ -8,7 +8,7 @@ import secrets
 
 from django.conf import settings
 
-UUID_RE = re.compile(r"^[0-9a-z]{5}-[0-9a-z]{5}-[0-9a-z]{15}$")
+UUID_RE = re.compile(r"^[0-9a-z]{5}-[0-9a-z]{5}-[0-9a-z]{15}\Z")
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
