@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -12,6 +14,25 @@ from jobs.services.objects import Actor
 from jobs.services.tokens import scopes_allow, token_authenticate
 
 _AUTH_HEADER_RE = re.compile(r"^(?:OAuth2|Bearer)\s+(\S+)\s*$", re.IGNORECASE)
+_BASIC_HEADER_RE = re.compile(r"^Basic\s+(\S+)\s*$", re.IGNORECASE)
+
+
+def header_token(request: HttpRequest, *, allow_basic: bool = False) -> str | None:
+    """The token in `Authorization: Bearer|OAuth2 <token>`; with `allow_basic` (git over
+    HTTP), also the Basic password, or the Basic user name when the password is empty."""
+    header = request.headers.get("Authorization", "")
+    match = _AUTH_HEADER_RE.match(header)
+    if match:
+        return match.group(1)
+    match = _BASIC_HEADER_RE.match(header) if allow_basic else None
+    if not match:
+        return None
+    try:
+        decoded = base64.b64decode(match.group(1), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, _sep, password = decoded.partition(":")
+    return password or username or None
 
 
 def presented_token(request: HttpRequest, params: dict[str, Any]) -> str | None:
@@ -19,8 +40,7 @@ def presented_token(request: HttpRequest, params: dict[str, Any]) -> str | None:
         value = params.get(name)
         if isinstance(value, str) and value:
             return value
-    match = _AUTH_HEADER_RE.match(request.headers.get("Authorization", ""))
-    return match.group(1) if match else None
+    return header_token(request)
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -14,9 +14,6 @@ not under /arvados/v1, so errors are plain text, not the JSON envelope.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -25,7 +22,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from api.authentication import client_ip
+from api.authentication import client_ip, header_token
 from jobs import git
 from jobs.exceptions import InvalidRequest, NotFound, PermissionDenied
 from jobs.models import ApiClientAuthorization
@@ -35,8 +32,6 @@ from jobs.services.tokens import scopes_allow, token_authenticate
 GIT_HTTP_ROUTE = r"^git/(?P<name>[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)?)\.git/(?P<rest>.*)$"
 
 REALM = 'Basic realm="crunch git"'
-_TOKEN_HEADER_RE = re.compile(r"^(?:OAuth2|Bearer)\s+(\S+)\s*$", re.IGNORECASE)
-_BASIC_HEADER_RE = re.compile(r"^Basic\s+(\S+)\s*$", re.IGNORECASE)
 
 
 def _text(status: int, message: str) -> HttpResponse:
@@ -49,25 +44,8 @@ def _unauthorized() -> HttpResponse:
     return response
 
 
-def presented_token(request: HttpRequest) -> str | None:
-    """The token in `Authorization: Basic` (password, else user name), `Bearer` or `OAuth2`."""
-    header = request.headers.get("Authorization", "")
-    match = _TOKEN_HEADER_RE.match(header)
-    if match:
-        return match.group(1)
-    match = _BASIC_HEADER_RE.match(header)
-    if not match:
-        return None
-    try:
-        decoded = base64.b64decode(match.group(1), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    username, _sep, password = decoded.partition(":")
-    return password or username or None
-
-
 def _authenticate(request: HttpRequest) -> ApiClientAuthorization | None:
-    token = presented_token(request)
+    token = header_token(request, allow_basic=True)
     if not token:
         return None
     return token_authenticate(presented=token, ip_address=client_ip(request))
