@@ -48,7 +48,7 @@ from jobs.uuids import UUID_RE
 log = logging.getLogger("crunch.git")
 
 # One component of a repository name: a letter first, then letters, digits, `_`, `-`, `.`.
-_NAME_PART_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
+_NAME_PART_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}\Z")
 
 
 def name_errors(name: str) -> list[str]:
@@ -104,6 +104,22 @@ def git_env() -> dict[str, str]:
     return env
 
 
+# After a push: when HEAD names no existing branch (a new repository whose first push was
+# not `main`), point it at `main`, else `master`, else the first branch, so that clones get
+# a checkout and a job's default script_version (HEAD) resolves. Fixed text: no user input.
+POST_RECEIVE_HOOK = """#!/bin/sh
+git rev-parse -q --verify HEAD >/dev/null && exit 0
+for branch in main master; do
+  if git rev-parse -q --verify "refs/heads/$branch" >/dev/null; then
+    exec git symbolic-ref HEAD "refs/heads/$branch"
+  fi
+done
+first=$(git for-each-ref --count=1 --format='%(refname)' refs/heads/)
+[ -n "$first" ] && exec git symbolic-ref HEAD "$first"
+exit 0
+"""
+
+
 def repository_init(uuid: str) -> Path:
     """Create the bare repository for `uuid` (idempotent); pushes over HTTP are allowed."""
     path = repository_path(uuid)
@@ -113,6 +129,11 @@ def repository_init(uuid: str) -> Path:
         with repo.config_writer() as config:
             config.set_value("http", "receivepack", "true")
             config.set_value("core", "sharedRepository", "false")
+    hook = path / "hooks" / "post-receive"
+    if not hook.exists() or hook.read_text() != POST_RECEIVE_HOOK:
+        hook.parent.mkdir(exist_ok=True)
+        hook.write_text(POST_RECEIVE_HOOK)
+        hook.chmod(0o755)
     return path
 
 
@@ -426,8 +447,8 @@ _HTTP_PATH_RE = re.compile(
     r"|objects/[0-9a-f]{2}/(?:[0-9a-f]{38}|[0-9a-f]{62})"
     r"|objects/pack/pack-(?:[0-9a-f]{40}|[0-9a-f]{64})\.(?:pack|idx))$"
 )
-_GIT_PROTOCOL_RE = re.compile(r"^[A-Za-z0-9=:._-]{1,200}$")
-_HTTP_METHOD_RE = re.compile(r"^[A-Z]{1,20}$")
+_GIT_PROTOCOL_RE = re.compile(r"^[A-Za-z0-9=:._-]{1,200}\Z")
+_HTTP_METHOD_RE = re.compile(r"^[A-Z]{1,20}\Z")
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailers", "transfer-encoding", "upgrade",

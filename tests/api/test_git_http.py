@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from jobs import git
-from tests.git_helpers import build_example, client_env, join_server_threads, run_git
+from tests.git_helpers import build_example, client_env, in_bare, join_server_threads, run_git
 
 
 def basic(token: str, user: str = "x") -> dict[str, str]:
@@ -255,11 +255,35 @@ def test_dumb_paths_need_read_permission(foo: dict[str, Any], api: Any,
     _, stranger_token = make_user("stranger")
     assert api.client.get("/git/active/foo.git/HEAD", **basic(stranger_token)).status_code \
         == 404
-    # HEAD is main, which nobody pushed: http-backend shows nothing; then point it at b1.
+    # The push pointed HEAD at master (main was never pushed); then point it at b1.
     response = api.client.get("/git/active/foo.git/HEAD", **basic(foo["token"]))
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == b""
+    assert b"".join(response.streaming_content) == b"ref: refs/heads/master\n"
     run_git(foo["example"].env, f"--git-dir={git.repository_path(foo['uuid'])}",
             "symbolic-ref", "HEAD", "refs/heads/b1")
     response = api.client.get("/git/active/foo.git/HEAD", **basic(foo["token"]))
     assert b"".join(response.streaming_content) == b"ref: refs/heads/b1\n"
+
+
+def test_head_names_a_pushed_branch(server: Server, foo: dict[str, Any]) -> None:
+    # A new repository's HEAD names `main`; the example pushed only b1 and master.
+    bare = git.repository_path(foo["uuid"])
+    assert in_bare(foo["example"].env, bare, "symbolic-ref", "HEAD").strip() == \
+        "refs/heads/master"
+    proc = server.clone(server.repo_url(foo["token"]), "head-clone")
+    assert proc.returncode == 0 and "nonexistent ref" not in proc.stderr, proc.stderr
+    assert (server.tmp / "head-clone" / "file.txt").read_text() == "C3\n"
+
+
+def test_head_follows_the_only_branch(server: Server, api: Any,
+                                      active: tuple[Any, str]) -> None:
+    _, token = active
+    created = api.ok("POST", "repositories", body={"repository": {"name": "active/solo"}},
+                     token=token)
+    example = build_example(server.tmp / "solo")
+    example.git("push", "-q", server.repo_url(token, "active/solo"), "b1:refs/heads/feature")
+    bare = git.repository_path(created["uuid"])
+    assert in_bare(example.env, bare, "symbolic-ref", "HEAD").strip() == "refs/heads/feature"
+    # once HEAD names an existing branch, later pushes leave it alone
+    example.git("push", "-q", server.repo_url(token, "active/solo"), "master:refs/heads/main")
+    assert in_bare(example.env, bare, "symbolic-ref", "HEAD").strip() == "refs/heads/feature"
