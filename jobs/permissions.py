@@ -71,33 +71,27 @@ def forget(user: User) -> None:
         del user._permission_map
 
 
-def readable_q(user: User) -> Q | None:
-    """The condition for objects `user` may read; None means everything (admins)."""
+def readable_q(model: type, user: User) -> Q | None:
+    """The condition for objects of `model` that `user` may read; None means everything.
+
+    An object is readable when its owner is in the permission map, when a permission link
+    from the map points at it, or (users and groups only) when it is itself in the map.
+    """
     if user.is_admin:
         return None
     nodes = list(permission_map(user))
     granted = Link.objects.filter(
         link_class="permission", name__in=_PERMISSION_NAMES, tail_uuid__in=nodes
     ).values("head_uuid")
-    return Q(owner_uuid__in=nodes) | Q(uuid__in=nodes) | Q(uuid__in=granted)
-
-
-def readable_q_for(model: type, user: User) -> Q | None:
-    """`readable_q`, without the uuid-in-map test for models that are never users or groups."""
-    if user.is_admin:
-        return None
+    condition = Q(owner_uuid__in=nodes) | Q(uuid__in=granted)
     if model in (User, Group):
-        return readable_q(user)
-    nodes = list(permission_map(user))
-    granted = Link.objects.filter(
-        link_class="permission", name__in=_PERMISSION_NAMES, tail_uuid__in=nodes
-    ).values("head_uuid")
-    return Q(owner_uuid__in=nodes) | Q(uuid__in=granted)
+        condition |= Q(uuid__in=nodes)
+    return condition
 
 
 def readable(queryset: QuerySet, user: User) -> QuerySet:
     """Restrict `queryset` to objects `user` may read."""
-    condition = readable_q(user)
+    condition = readable_q(queryset.model, user)
     return queryset if condition is None else queryset.filter(condition)
 
 
@@ -114,7 +108,9 @@ def level_on(user: User, obj: ArvadosModel, *, enough: int = MANAGE) -> int:
     if best >= enough:
         return best
     for tail, name in Link.objects.filter(
-        link_class="permission", name__in=_PERMISSION_NAMES, head_uuid=obj.uuid,
+        link_class="permission",
+        name__in=_PERMISSION_NAMES,
+        head_uuid=obj.uuid,
         tail_uuid__in=list(levels),
     ).values_list("tail_uuid", "name"):
         best = max(best, min(levels[tail], PERMISSION_LEVELS[name]))

@@ -65,7 +65,7 @@ def restrict_readable(queryset: QuerySet, users: list[User]) -> QuerySet:
             # Tokens are visible to their own user only, whatever the links say.
             condition: Q | None = Q(user=user)
         else:
-            condition = permissions.readable_q_for(queryset.model, user)
+            condition = permissions.readable_q(queryset.model, user)
         if condition is None:
             return queryset
         combined |= condition
