@@ -25,6 +25,8 @@ run: install
 	$(BIN)/crunch dev --bind $(BIND)
 
 test: install
+	$(BIN)/ruff check -q .
+	$(BIN)/ruff format --check -q .
 	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -32,6 +34,7 @@ test: install
 lint: install
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/ruff check .
+	$(BIN)/mypy jobs crunch
 
 clean:
 	rm -rf $(VENV) var

@@ -47,15 +47,18 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.headers.get("X-Real-IP") or request.META.get("REMOTE_ADDR")
 
 
-def authenticate(request: HttpRequest, params: dict[str, Any], *, required: bool = True) -> Actor | None:
+def authenticate(
+    request: HttpRequest, params: dict[str, Any], *, required: bool = True
+) -> Actor | None:
     token = presented_token(request, params)
     auth = token_authenticate(presented=token, ip_address=client_ip(request)) if token else None
     if auth is None:
         if required:
             raise NotLoggedIn()
         return None
-    if not scopes_allow(scopes=auth.scopes or [], method=request.method or "GET",
-                        path=request.path_info):
+    if not scopes_allow(
+        scopes=auth.scopes or [], method=request.method or "GET", path=request.path_info
+    ):
         raise Forbidden()
     return Actor(user=auth.user, auth=auth)
 

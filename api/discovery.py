@@ -96,8 +96,9 @@ ENVELOPE_PROPERTIES: dict[str, dict[str, Any]] = {
 }
 
 
-def field_schema(model: type[models.Model], name: str, hash_fields: frozenset[str]) -> (
-        dict[str, Any] | None):
+def field_schema(
+    model: type[models.Model], name: str, hash_fields: frozenset[str]
+) -> dict[str, Any] | None:
     """The JSON type of one API attribute, or None when it cannot be derived.
 
     Concrete fields by their Django type (a JSONField is an object when the model lists it
@@ -181,41 +182,51 @@ def _annotation_schema(hint: Any) -> dict[str, Any] | None:
 
 # --- method parameters ----------------------------------------------------------------------
 
+
 def _query(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
     return {**schema, "description": description, "location": "query", **extra}
 
 
-UUID_PARAMETER = {"type": "string", "description": "The UUID of the object.",
-                  "required": True, "location": "path"}
+UUID_PARAMETER = {
+    "type": "string",
+    "description": "The UUID of the object.",
+    "required": True,
+    "location": "path",
+}
 SELECT_PARAMETER = _query({"type": "array"}, "Attributes of the object to return in the response.")
 LIST_PARAMETERS: dict[str, dict[str, Any]] = {
     "filters": _query({"type": "array"}, "Conditions, each [attribute, operator, operand]."),
     "where": _query(OBJECT, "Legacy conditions, an object of attribute: value."),
-    "order": _query({"type": "array"},
-                    'Attributes to sort by, each "name" or "name asc|desc".'),
+    "order": _query({"type": "array"}, 'Attributes to sort by, each "name" or "name asc|desc".'),
     "select": SELECT_PARAMETER,
     "distinct": _query(BOOLEAN, "Return each distinct object once.", default="false"),
     "limit": _query(INTEGER, "Maximum number of items to return.", default="100"),
     "offset": _query(INTEGER, "Number of items to skip first.", default="0"),
-    "count": _query(STRING, '"exact" to include items_available (default), "none" to omit it.',
-                    default="exact"),
-    "cluster_id": _query(STRING, "List objects on a remote federated cluster instead of the "
-                         "current one."),
-    "bypass_federation": _query(BOOLEAN, "Bypass federation behavior, list items from local "
-                                "instance database only."),
+    "count": _query(
+        STRING, '"exact" to include items_available (default), "none" to omit it.', default="exact"
+    ),
+    "cluster_id": _query(
+        STRING, "List objects on a remote federated cluster instead of the current one."
+    ),
+    "bypass_federation": _query(
+        BOOLEAN, "Bypass federation behavior, list items from local instance database only."
+    ),
 }
 CREATE_PARAMETERS: dict[str, dict[str, Any]] = {
     "select": SELECT_PARAMETER,
-    "ensure_unique_name": _query(BOOLEAN, "Adjust the name to avoid a name collision.",
-                                 default="false"),
+    "ensure_unique_name": _query(
+        BOOLEAN, "Adjust the name to avoid a name collision.", default="false"
+    ),
     "cluster_id": _query(STRING, "Create the object on a remote federated cluster."),
 }
 GLOBAL_PARAMETERS: dict[str, dict[str, Any]] = {
     "alt": _query(STRING, "Data format for the response.", default="json"),
-    "fields": _query(STRING, "Selector specifying which fields to include in a partial "
-                     "response."),
-    "key": _query(STRING, "API key. Your API key identifies your project and provides you "
-                  "with API access, quota, and reports."),
+    "fields": _query(STRING, "Selector specifying which fields to include in a partial response."),
+    "key": _query(
+        STRING,
+        "API key. Your API key identifies your project and provides you "
+        "with API access, quota, and reports.",
+    ),
     "oauth_token": _query(STRING, "OAuth 2.0 token for the current user."),
 }
 STANDARD_METHODS = ("get", "list", "create", "update", "delete")
@@ -223,6 +234,7 @@ _TEMPLATE_VAR_RE = re.compile(r"{([^}/]+)}")
 
 
 # --- resources ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ResourceDescription:
@@ -261,17 +273,26 @@ class ResourceDescription:
                 "description": f"A list of {self.kind} objects.",
                 "type": "object",
                 "properties": {
-                    "kind": {**STRING, "description": "Object type. Always "
-                             f"arvados#{self.kind[0].lower()}{self.kind[1:]}List.",
-                             "default": f"arvados#{self.kind[0].lower()}{self.kind[1:]}List"},
+                    "kind": {
+                        **STRING,
+                        "description": "Object type. Always "
+                        f"arvados#{self.kind[0].lower()}{self.kind[1:]}List.",
+                        "default": f"arvados#{self.kind[0].lower()}{self.kind[1:]}List",
+                    },
                     "etag": {**STRING, "description": "List version."},
                     "self_link": STRING,
                     "offset": INTEGER,
                     "limit": INTEGER,
-                    "items_available": {**INTEGER, "description": "The total number of "
-                                        "matching objects (absent with count=none)."},
-                    "items": {"type": "array", "description": f"The list of {self.kind}s.",
-                              "items": {"$ref": self.kind}},
+                    "items_available": {
+                        **INTEGER,
+                        "description": "The total number of "
+                        "matching objects (absent with count=none).",
+                    },
+                    "items": {
+                        "type": "array",
+                        "description": f"The list of {self.kind}s.",
+                        "items": {"$ref": self.kind},
+                    },
                 },
             },
         }
@@ -287,7 +308,8 @@ def describe_viewset(viewset: Any) -> ResourceDescription:
     routes = {
         extra.url_path: (
             next(iter(extra.mapping)).upper(),
-            f"{viewset.resource}/{{uuid}}/{extra.url_path}" if extra.detail
+            f"{viewset.resource}/{{uuid}}/{extra.url_path}"
+            if extra.detail
             else f"{viewset.resource}/{extra.url_path}",
         )
         for extra in viewset.get_extra_actions()
@@ -303,7 +325,8 @@ def describe_viewset(viewset: Any) -> ResourceDescription:
                 spec.setdefault("description", doc.splitlines()[0])
         elif name not in STANDARD_METHODS and not ("path" in spec and "httpMethod" in spec):
             raise ImproperlyConfigured(
-                f"{viewset.__name__}.EXTRA_METHODS[{name!r}] names no action of the viewset")
+                f"{viewset.__name__}.EXTRA_METHODS[{name!r}] names no action of the viewset"
+            )
         extra_methods[name] = spec
     return ResourceDescription(
         resource=viewset.resource,
@@ -319,8 +342,9 @@ def _standard_methods(desc: ResourceDescription) -> dict[str, dict[str, Any]]:
     request = {"required": True, "properties": {desc.singular: {"$ref": kind}}}
     uuid_only = {"uuid": dict(UUID_PARAMETER)}
 
-    def method(name: str, http: str, path: str, description: str,
-               parameters: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    def method(
+        name: str, http: str, path: str, description: str, parameters: dict[str, Any], **extra: Any
+    ) -> dict[str, Any]:
         return {
             "id": f"arvados.{r}.{name}",
             "path": path,
@@ -334,16 +358,35 @@ def _standard_methods(desc: ResourceDescription) -> dict[str, dict[str, Any]]:
         }
 
     return {
-        "get": method("get", "GET", f"{r}/{{uuid}}", f"Get a {kind}'s metadata by UUID.",
-                      {**uuid_only, "select": SELECT_PARAMETER}),
-        "list": method("list", "GET", r, f"Retrieve a {kind}List.", LIST_PARAMETERS,
-                       response={"$ref": f"{kind}List"}),
-        "create": method("create", "POST", r, f"Create a new {kind}.", CREATE_PARAMETERS,
-                         request=request),
-        "update": method("update", "PUT", f"{r}/{{uuid}}", f"Update attributes of an existing "
-                         f"{kind}.", {**uuid_only, "select": SELECT_PARAMETER}, request=request),
-        "delete": method("delete", "DELETE", f"{r}/{{uuid}}", f"Delete an existing {kind}.",
-                         uuid_only),
+        "get": method(
+            "get",
+            "GET",
+            f"{r}/{{uuid}}",
+            f"Get a {kind}'s metadata by UUID.",
+            {**uuid_only, "select": SELECT_PARAMETER},
+        ),
+        "list": method(
+            "list",
+            "GET",
+            r,
+            f"Retrieve a {kind}List.",
+            LIST_PARAMETERS,
+            response={"$ref": f"{kind}List"},
+        ),
+        "create": method(
+            "create", "POST", r, f"Create a new {kind}.", CREATE_PARAMETERS, request=request
+        ),
+        "update": method(
+            "update",
+            "PUT",
+            f"{r}/{{uuid}}",
+            f"Update attributes of an existing {kind}.",
+            {**uuid_only, "select": SELECT_PARAMETER},
+            request=request,
+        ),
+        "delete": method(
+            "delete", "DELETE", f"{r}/{{uuid}}", f"Delete an existing {kind}.", uuid_only
+        ),
     }
 
 
@@ -356,8 +399,11 @@ def _parameters(path: str, declared: dict[str, Any]) -> dict[str, dict[str, Any]
     has no `location`)."""
     params: dict[str, dict[str, Any]] = {}
     for var in _TEMPLATE_VAR_RE.findall(path):
-        params[var] = dict(UUID_PARAMETER) if var == "uuid" else {
-            "type": "string", "required": True, "location": "path"}
+        params[var] = (
+            dict(UUID_PARAMETER)
+            if var == "uuid"
+            else {"type": "string", "required": True, "location": "path"}
+        )
     for name, spec in declared.items():
         spec = {**spec}
         spec.setdefault("type", "string")
@@ -392,7 +438,8 @@ def _merge(standard: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     """A standard method with a resource's additions: more parameters, other keys replaced."""
     merged = {**standard, **{k: v for k, v in spec.items() if k != "parameters"}}
     merged["parameters"] = _parameters(
-        merged["path"], {**standard["parameters"], **spec.get("parameters", {})})
+        merged["path"], {**standard["parameters"], **spec.get("parameters", {})}
+    )
     if merged.get("response", "") is None:
         del merged["response"]
     return merged
@@ -400,22 +447,45 @@ def _merge(standard: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 
 # --- resources without a viewset yet --------------------------------------------------------
 
+
 def _job_properties() -> dict[str, dict[str, Any]]:
     """Job attributes of spec §2.1, in response order. Replaced by the Job model's fields
     once the jobs viewset is registered."""
-    common = {"uuid": STRING, "owner_uuid": STRING, "created_at": DATETIME,
-              "modified_by_client_uuid": STRING, "modified_by_user_uuid": STRING,
-              "modified_at": DATETIME}
+    common = {
+        "uuid": STRING,
+        "owner_uuid": STRING,
+        "created_at": DATETIME,
+        "modified_by_client_uuid": STRING,
+        "modified_by_user_uuid": STRING,
+        "modified_at": DATETIME,
+    }
     job = {
-        "submit_id": STRING, "priority": INTEGER, "script": STRING,
-        "script_parameters": OBJECT, "script_version": STRING, "cancelled_at": DATETIME,
-        "cancelled_by_client_uuid": STRING, "cancelled_by_user_uuid": STRING,
-        "started_at": DATETIME, "finished_at": DATETIME, "output": STRING, "success": BOOLEAN,
-        "running": BOOLEAN, "state": STRING, "is_locked_by_uuid": STRING, "log": STRING,
-        "runtime_constraints": OBJECT, "tasks_summary": OBJECT, "nondeterministic": BOOLEAN,
-        "repository": STRING, "supplied_script_version": STRING,
-        "arvados_sdk_version": STRING, "docker_image_locator": STRING,
-        "queue_position": INTEGER, "node_uuids": ARRAY_OF_STRINGS, "description": STRING,
+        "submit_id": STRING,
+        "priority": INTEGER,
+        "script": STRING,
+        "script_parameters": OBJECT,
+        "script_version": STRING,
+        "cancelled_at": DATETIME,
+        "cancelled_by_client_uuid": STRING,
+        "cancelled_by_user_uuid": STRING,
+        "started_at": DATETIME,
+        "finished_at": DATETIME,
+        "output": STRING,
+        "success": BOOLEAN,
+        "running": BOOLEAN,
+        "state": STRING,
+        "is_locked_by_uuid": STRING,
+        "log": STRING,
+        "runtime_constraints": OBJECT,
+        "tasks_summary": OBJECT,
+        "nondeterministic": BOOLEAN,
+        "repository": STRING,
+        "supplied_script_version": STRING,
+        "arvados_sdk_version": STRING,
+        "docker_image_locator": STRING,
+        "queue_position": INTEGER,
+        "node_uuids": ARRAY_OF_STRINGS,
+        "description": STRING,
         "components": OBJECT,
     }
     return {k: dict(v) for k, v in {**ENVELOPE_PROPERTIES, **common, **job}.items()}
@@ -425,40 +495,70 @@ def _job_properties() -> dict[str, dict[str, Any]]:
 JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
     "create": {
         "parameters": {
-            "find_or_create": _query(BOOLEAN, "Reuse an existing job that satisfies the "
-                                     "filters instead of creating a new one.",
-                                     default="false"),
-            "filters": _query({"type": "array"}, "Conditions a reused job must satisfy "
-                              "(with find_or_create)."),
-            "minimum_script_version": _query(STRING, "The oldest commit a reused job may "
-                                             "have run (with find_or_create)."),
-            "exclude_script_versions": _query({"type": "array"}, "Commits a reused job may "
-                                              "not have run (with find_or_create)."),
+            "find_or_create": _query(
+                BOOLEAN,
+                "Reuse an existing job that satisfies the filters instead of creating a new one.",
+                default="false",
+            ),
+            "filters": _query(
+                {"type": "array"}, "Conditions a reused job must satisfy (with find_or_create)."
+            ),
+            "minimum_script_version": _query(
+                STRING, "The oldest commit a reused job may have run (with find_or_create)."
+            ),
+            "exclude_script_versions": _query(
+                {"type": "array"}, "Commits a reused job may not have run (with find_or_create)."
+            ),
         },
     },
-    "cancel": {"httpMethod": "POST", "path": "jobs/{uuid}/cancel",
-               "description": "Cancel a job that is queued or running.",
-               "parameters": {"cascade": _query(BOOLEAN, "Also cancel the job's child jobs "
-                                                "(its components).", default="false")}},
-    "lock": {"httpMethod": "POST", "path": "jobs/{uuid}/lock",
-             "description": "Lock a queued job to run it."},
-    "queue": {"httpMethod": "GET", "path": "jobs/queue",
-              "description": "List the queued jobs readable by the caller, in run order.",
-              "parameters": LIST_PARAMETERS, "response": {"$ref": "JobList"}},
-    "queue_size": {"httpMethod": "GET", "path": "jobs/queue_size",
-                   "description": 'The number of queued jobs: {"queue_size": N}.',
-                   "response": {}},
-    "log_tail_follow": {"httpMethod": "GET", "path": "jobs/{uuid}/log_tail_follow",
-                        "description": "Stream the job's log as plain text lines.",
-                        "parameters": {"buffer_size": _query(
-                            INTEGER, "Bytes of earlier log to send first.", default="8192")},
-                        # No "response": the SDK returns the raw bytes of the stream.
-                        "response": None},
+    "cancel": {
+        "httpMethod": "POST",
+        "path": "jobs/{uuid}/cancel",
+        "description": "Cancel a job that is queued or running.",
+        "parameters": {
+            "cascade": _query(
+                BOOLEAN, "Also cancel the job's child jobs (its components).", default="false"
+            )
+        },
+    },
+    "lock": {
+        "httpMethod": "POST",
+        "path": "jobs/{uuid}/lock",
+        "description": "Lock a queued job to run it.",
+    },
+    "queue": {
+        "httpMethod": "GET",
+        "path": "jobs/queue",
+        "description": "List the queued jobs readable by the caller, in run order.",
+        "parameters": LIST_PARAMETERS,
+        "response": {"$ref": "JobList"},
+    },
+    "queue_size": {
+        "httpMethod": "GET",
+        "path": "jobs/queue_size",
+        "description": 'The number of queued jobs: {"queue_size": N}.',
+        "response": {},
+    },
+    "log_tail_follow": {
+        "httpMethod": "GET",
+        "path": "jobs/{uuid}/log_tail_follow",
+        "description": "Stream the job's log as plain text lines.",
+        "parameters": {
+            "buffer_size": _query(INTEGER, "Bytes of earlier log to send first.", default="8192")
+        },
+        # No "response": the SDK returns the raw bytes of the stream.
+        "response": None,
+    },
 }
 
 PENDING_RESOURCES: tuple[ResourceDescription, ...] = (
-    ResourceDescription(resource="jobs", singular="job", kind="Job",
-                        properties=_job_properties(), extra_methods=JOB_EXTRA_METHODS),
+    ResourceDescription(
+        resource="jobs",
+        singular="job",
+        kind="Job",
+        properties=_job_properties(),
+        extra_methods=JOB_EXTRA_METHODS,
+    ),
 )
 
 
@@ -474,6 +574,7 @@ def resource_descriptions() -> list[ResourceDescription]:
 
 
 # --- the document and its view --------------------------------------------------------------
+
 
 def root_url(request: HttpRequest) -> str:
     return external_base_url(request).rstrip("/") + "/"
@@ -495,7 +596,7 @@ def discovery_document(request: HttpRequest) -> dict[str, Any]:
         "revision": REVISION,
         "title": "Arvados API",
         "description": "The API to interact with Arvados (Crunch: jobs, repositories, "
-                       "collections, links).",
+        "collections, links).",
         "documentationLink": "https://doc.arvados.org/api/index.html",
         "protocol": "rest",
         "rootUrl": root,
@@ -511,8 +612,7 @@ def discovery_document(request: HttpRequest) -> dict[str, Any]:
         "defaultTrashLifetime": DEFAULT_TRASH_LIFETIME,
         "dockerImageFormats": DOCKER_IMAGE_FORMATS,
         "parameters": {k: dict(v) for k, v in GLOBAL_PARAMETERS.items()},
-        "auth": {"oauth2": {"scopes": {_SCOPES[0]: {
-            "description": "View and manage objects"}}}},
+        "auth": {"oauth2": {"scopes": {_SCOPES[0]: {"description": "View and manage objects"}}}},
         "schemas": schemas,
         "resources": resources,
     }

@@ -83,8 +83,9 @@ def git_http(request: HttpRequest, name: str, rest: str) -> HttpResponseBase:
     auth = _authenticate(request)
     if auth is None:
         return _unauthorized()
-    if not scopes_allow(scopes=auth.scopes or [], method=request.method or "GET",
-                        path=request.path_info):
+    if not scopes_allow(
+        scopes=auth.scopes or [], method=request.method or "GET", path=request.path_info
+    ):
         return _text(403, "Forbidden: this token's scopes do not allow git access")
     try:
         repo = git.http_repository(user=auth.user, name=name, access=access)

@@ -17,6 +17,7 @@ from django.http import QueryDict
 from jobs.exceptions import InvalidRequest
 from jobs.filters import column_types
 
+
 def merged_params(query: QueryDict, data: Any) -> dict[str, Any]:
     """Query parameters, then body parameters (the body wins on a clash)."""
     params: dict[str, Any] = {k: query.get(k) for k in query}
@@ -83,8 +84,9 @@ def _non_negative_int(value: Any, name: str) -> int:
     raise InvalidRequest(f"Invalid value for {name} parameter")
 
 
-_ORDER_ENTRY_RE = re.compile(r"^\s*([a-z][_a-z0-9]+(?:\.[a-z][_a-z0-9]+)?)(?:\s+(asc|desc))?\s*$",
-                             re.IGNORECASE)
+_ORDER_ENTRY_RE = re.compile(
+    r"^\s*([a-z][_a-z0-9]+(?:\.[a-z][_a-z0-9]+)?)(?:\s+(asc|desc))?\s*$", re.IGNORECASE
+)
 UNIQUE_COLUMNS = ("uuid", "id")
 
 
@@ -162,7 +164,9 @@ def parse_order(raw: Any, model: Any, selected: list[str] | None) -> list[str]:
     return order
 
 
-def parse_list_params(params: dict[str, Any], model: Any, api_fields: tuple[str, ...]) -> ListParams:
+def parse_list_params(
+    params: dict[str, Any], model: Any, api_fields: tuple[str, ...]
+) -> ListParams:
     result = ListParams()
     if params.get("filters") not in (None, ""):
         result.filters = parse_json_param(params["filters"], "filters", list)

@@ -19,24 +19,32 @@ def resource_routes(viewset: Any) -> list[URLPattern]:
     routes = []
     for name, method in _extra_actions(viewset, detail=False):
         routes.append(
-            re_path(rf"^{base}/{name}$", viewset.as_view({method: name}),
-                    name=f"{viewset.resource}-{name}")
+            re_path(
+                rf"^{base}/{name}$",
+                viewset.as_view({method: name}),
+                name=f"{viewset.resource}-{name}",
+            )
         )
     for name, method in _extra_actions(viewset, detail=True):
         routes.append(
-            re_path(rf"^{base}/{UUID}/{name}$", viewset.as_view({method: name}),
-                    name=f"{viewset.resource}-{name}")
+            re_path(
+                rf"^{base}/{UUID}/{name}$",
+                viewset.as_view({method: name}),
+                name=f"{viewset.resource}-{name}",
+            )
         )
     routes.append(
-        re_path(rf"^{base}$", viewset.as_view({"get": "list", "post": "create"}),
-                name=f"{viewset.resource}-list")
+        re_path(
+            rf"^{base}$",
+            viewset.as_view({"get": "list", "post": "create"}),
+            name=f"{viewset.resource}-list",
+        )
     )
     routes.append(
         re_path(
             rf"^{base}/{UUID}$",
             viewset.as_view(
-                {"get": "retrieve", "put": "update", "patch": "partial_update",
-                 "delete": "destroy"}
+                {"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}
             ),
             name=f"{viewset.resource}-detail",
         )

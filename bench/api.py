@@ -135,8 +135,13 @@ def load_data() -> Fixture:
     def group(tag: int, name: str, owner: str, group_class: str) -> Group:
         obj, _ = Group.objects.get_or_create(
             uuid=_fixed_uuid(Group, "bench", tag),
-            defaults={"name": name, "owner_uuid": owner, "group_class": group_class,
-                      "created_at": now, "modified_at": now},
+            defaults={
+                "name": name,
+                "owner_uuid": owner,
+                "group_class": group_class,
+                "created_at": now,
+                "modified_at": now,
+            },
         )
         return obj
 
@@ -149,9 +154,16 @@ def load_data() -> Fixture:
     def permission(tag: int, tail: str, head: str, level: str, owner: str) -> None:
         Link.objects.get_or_create(
             uuid=_fixed_uuid(Link, "benchperm", tag),
-            defaults={"link_class": "permission", "name": level, "tail_uuid": tail,
-                      "head_uuid": head, "owner_uuid": owner, "created_at": now,
-                      "modified_at": now, "properties": {}},
+            defaults={
+                "link_class": "permission",
+                "name": level,
+                "tail_uuid": tail,
+                "head_uuid": head,
+                "owner_uuid": owner,
+                "created_at": now,
+                "modified_at": now,
+                "properties": {},
+            },
         )
 
     permission(1, user.uuid, role.uuid, "can_write", other.uuid)
@@ -161,8 +173,9 @@ def load_data() -> Fixture:
     unreadable_owner = p4.uuid
     bench_links = Link.objects.filter(link_class=LINK_CLASS)
     have = bench_links.count()
-    current = bench_links.filter(uuid=_fixed_uuid(Link, "bench", 0),
-                                 properties__layout=DATA_LAYOUT).exists()
+    current = bench_links.filter(
+        uuid=_fixed_uuid(Link, "bench", 0), properties__layout=DATA_LAYOUT
+    ).exists()
     if have != N_LINKS or not current:
         if have:
             print(f"found {have} bench links of another layout or count: reloading")
@@ -177,18 +190,20 @@ def load_data() -> Fixture:
                     # matches are spread over time as in real data, not bunched at one end
                     # of the modified_at index.
                     stamp = base + dt.timedelta(seconds=17 * ((i * SPREAD) % N_LINKS))
-                    batch.append(Link(
-                        uuid=_fixed_uuid(Link, "bench", i),
-                        owner_uuid=owners[i % len(owners)],
-                        created_at=stamp,
-                        modified_at=stamp,
-                        modified_by_user_uuid=user.uuid,
-                        link_class=LINK_CLASS,
-                        name=f"n{i}",
-                        tail_uuid=user.uuid,
-                        head_uuid=_fixed_uuid(Group, "bench", 2 + i % 4),
-                        properties={"i": i, "layout": DATA_LAYOUT},
-                    ))
+                    batch.append(
+                        Link(
+                            uuid=_fixed_uuid(Link, "bench", i),
+                            owner_uuid=owners[i % len(owners)],
+                            created_at=stamp,
+                            modified_at=stamp,
+                            modified_by_user_uuid=user.uuid,
+                            link_class=LINK_CLASS,
+                            name=f"n{i}",
+                            tail_uuid=user.uuid,
+                            head_uuid=_fixed_uuid(Group, "bench", 2 + i % 4),
+                            properties={"i": i, "layout": DATA_LAYOUT},
+                        )
+                    )
                 Link.objects.bulk_create(batch, batch_size=BATCH)
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {Link._meta.db_table}")
@@ -375,8 +390,10 @@ def report(eps: list[Endpoint], counts: dict[str, int]) -> None:
     print()
     print(f"{'endpoint':<20} {'median ms':>10} {'p90 ms':>9} {'mean ms':>9} {'queries':>8}")
     for ep in eps:
-        print(f"{ep.name:<20} {statistics.median(ep.samples):>10.2f} {p90(ep.samples):>9.2f} "
-              f"{statistics.fmean(ep.samples):>9.2f} {counts.get(ep.name, '?'):>8}")
+        print(
+            f"{ep.name:<20} {statistics.median(ep.samples):>10.2f} {p90(ep.samples):>9.2f} "
+            f"{statistics.fmean(ep.samples):>9.2f} {counts.get(ep.name, '?'):>8}"
+        )
     print()
     met = []
     for ep in eps[1:]:
@@ -389,8 +406,9 @@ def report(eps: list[Endpoint], counts: dict[str, int]) -> None:
             met.append(ok)
             verdict = f"(target <= {target:g}x: {'MET' if ok else 'NOT MET'})"
         print(f"{ep.name}/bare = {ratio:.2f}x {verdict}")
-    count_cost = (statistics.median(by_name["list100"].samples)
-                  - statistics.median(by_name["list100_count_none"].samples))
+    count_cost = statistics.median(by_name["list100"].samples) - statistics.median(
+        by_name["list100_count_none"].samples
+    )
     print(f"count=exact costs {count_cost:.2f} ms at the median")
     print()
     print(f"targets met: {sum(met)} of {len(met)}")
@@ -398,17 +416,29 @@ def report(eps: list[Endpoint], counts: dict[str, int]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=400, metavar="N",
-                        help="measured requests per endpoint (default 400)")
-    parser.add_argument("--warmup", type=int, default=30, metavar="N",
-                        help="unmeasured rounds first (default 30)")
-    parser.add_argument("--database-url",
-                        default=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
-    parser.add_argument("--data-dir", default=os.environ.get("CRUNCH_DATA_DIR"),
-                        help="CRUNCH_DATA_DIR for the server (default: a new temporary one)")
-    parser.add_argument("--db-pool", action="store_true",
-                        help="run the server with Django's PostgreSQL connection pool "
-                             "(needs psycopg_pool)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=400,
+        metavar="N",
+        help="measured requests per endpoint (default 400)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=30, metavar="N", help="unmeasured rounds first (default 30)"
+    )
+    parser.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("CRUNCH_DATA_DIR"),
+        help="CRUNCH_DATA_DIR for the server (default: a new temporary one)",
+    )
+    parser.add_argument(
+        "--db-pool",
+        action="store_true",
+        help="run the server with Django's PostgreSQL connection pool (needs psycopg_pool)",
+    )
     args = parser.parse_args(argv)
     if not args.database_url.startswith(("postgres://", "postgresql://")):
         parser.error("--database-url must be a PostgreSQL URL (postgres://...)")
@@ -434,12 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     connection.close()  # the benchmark's own connection stays out of the measured run
 
     env = dict(os.environ)
-    env.update({
-        "DATABASE_URL": args.database_url,
-        "CRUNCH_DATA_DIR": data_dir,
-        "DJANGO_SETTINGS_MODULE": "bench.settings",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-    })
+    env.update(
+        {
+            "DATABASE_URL": args.database_url,
+            "CRUNCH_DATA_DIR": data_dir,
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        }
+    )
     env.pop("CRUNCH_DEBUG", None)
     if args.db_pool:
         env["CRUNCH_BENCH_DB_POOL"] = "1"
@@ -466,21 +498,31 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     db = urlsplit(args.database_url)
-    print(f"database: PostgreSQL {db.hostname}:{db.port or 5432}{db.path}; links: {N_LINKS} "
-          f"({fx.readable_links} readable by benchuser, a non-admin)")
-    print(f"server: crunch serve (uvicorn, 1 worker), settings bench.settings"
-          f"{', Django DB pool' if args.db_pool else ''}")
-    print(f"{args.requests} requests per endpoint after {args.warmup} warm-up rounds, "
-          f"round-robin, keep-alive, one at a time; {wall:.1f}s")
+    print(
+        f"database: PostgreSQL {db.hostname}:{db.port or 5432}{db.path}; links: {N_LINKS} "
+        f"({fx.readable_links} readable by benchuser, a non-admin)"
+    )
+    print(
+        f"server: crunch serve (uvicorn, 1 worker), settings bench.settings"
+        f"{', Django DB pool' if args.db_pool else ''}"
+    )
+    print(
+        f"{args.requests} requests per endpoint after {args.warmup} warm-up rounds, "
+        f"round-robin, keep-alive, one at a time; {wall:.1f}s"
+    )
     if sessions_before is not None and sessions_after is not None:
         total = args.requests * len(eps)
         opened = sessions_after - sessions_before - 1  # minus our own reading connection
-        print(f"PostgreSQL sessions opened during the measured run: {opened} "
-              f"for {total} requests ({opened / total:.2f} per request)")
+        print(
+            f"PostgreSQL sessions opened during the measured run: {opened} "
+            f"for {total} requests ({opened / total:.2f} per request)"
+        )
         if opened >= total // 2:
-            print("note: the server opened a new database connection for (nearly) every "
-                  "request; that cost is in every endpoint, the bare view's included, and "
-                  "narrows the ratios (compare a run with --db-pool)")
+            print(
+                "note: the server opened a new database connection for (nearly) every "
+                "request; that cost is in every endpoint, the bare view's included, and "
+                "narrows the ratios (compare a run with --db-pool)"
+            )
     report(eps, counts)
     return 0
 

@@ -71,10 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     from bench import api as bench_api
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1000, metavar="N",
-                        help="requests per endpoint (default 1000)")
-    parser.add_argument("--database-url",
-                        default=os.environ.get("DATABASE_URL") or bench_api.DEFAULT_DATABASE_URL)
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="requests per endpoint (default 1000)",
+    )
+    parser.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL") or bench_api.DEFAULT_DATABASE_URL
+    )
     parser.add_argument("--top", type=int, default=15, help="functions listed per endpoint")
     parser.add_argument("--only", help="one endpoint: bare, get, list100, list100_count_none")
     args = parser.parse_args(argv)
@@ -111,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         stats = pstats.Stats(profile)
         total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
         print()
-        print(f"=== {ep.name}: {counts[ep.name]} SQL queries per request; "
-              f"{plain_ms:.2f} ms per request in-process without profiler, "
-              f"{total * 1000.0 / args.requests:.2f} ms with")
+        print(
+            f"=== {ep.name}: {counts[ep.name]} SQL queries per request; "
+            f"{plain_ms:.2f} ms per request in-process without profiler, "
+            f"{total * 1000.0 / args.requests:.2f} ms with"
+        )
         for label, ms, calls in stage_times(stats, args.requests):
             if ms:
                 print(f"  {label:<46} {ms:>7.2f} ms/request  ({calls} calls/request)")
@@ -124,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         print("  top functions by own time (over all requests):")
         for line in lines[start:]:
             if line.strip():
-                print("   ", line.replace(str(REPO) + "/", "").replace(
-                    str(Path(sys.prefix)) + "/lib/", ""))
+                print(
+                    "   ",
+                    line.replace(str(REPO) + "/", "").replace(str(Path(sys.prefix)) + "/lib/", ""),
+                )
     connection.close()
     return 0
 

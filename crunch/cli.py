@@ -47,8 +47,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from crunch.celery import app
 
-    argv = ["worker", f"--concurrency={args.concurrency}", f"--loglevel={args.log_level}",
-            "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        f"--concurrency={args.concurrency}",
+        f"--loglevel={args.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
     app.worker_main(argv)

@@ -9,8 +9,13 @@ from django.contrib import admin
 
 from jobs.models import ApiClientAuthorization, Collection, Group, Link, Node, Repository, User
 
-READ_ONLY_COMMON = ("uuid", "created_at", "modified_at", "modified_by_user_uuid",
-                    "modified_by_client_uuid")
+READ_ONLY_COMMON = (
+    "uuid",
+    "created_at",
+    "modified_at",
+    "modified_by_user_uuid",
+    "modified_by_client_uuid",
+)
 
 
 @admin.register(User)
@@ -32,11 +37,22 @@ class GroupAdmin(admin.ModelAdmin):
 
 @admin.register(ApiClientAuthorization)
 class ApiClientAuthorizationAdmin(admin.ModelAdmin):
-    list_display = ("uuid", "user", "scopes", "expires_at", "last_used_at",
-                    "last_used_by_ip_address")
+    list_display = (
+        "uuid",
+        "user",
+        "scopes",
+        "expires_at",
+        "last_used_at",
+        "last_used_by_ip_address",
+    )
     search_fields = ("uuid", "user__username")
-    readonly_fields = (*READ_ONLY_COMMON, "token_hash", "last_used_at",
-                       "last_used_by_ip_address", "created_by_ip_address")
+    readonly_fields = (
+        *READ_ONLY_COMMON,
+        "token_hash",
+        "last_used_at",
+        "last_used_by_ip_address",
+        "created_by_ip_address",
+    )
 
 
 @admin.register(Link)
@@ -49,12 +65,24 @@ class LinkAdmin(admin.ModelAdmin):
 
 @admin.register(Collection)
 class CollectionAdmin(admin.ModelAdmin):
-    list_display = ("uuid", "name", "portable_data_hash", "file_count", "file_size_total",
-                    "is_trashed", "created_at")
+    list_display = (
+        "uuid",
+        "name",
+        "portable_data_hash",
+        "file_count",
+        "file_size_total",
+        "is_trashed",
+        "created_at",
+    )
     list_filter = ("is_trashed",)
     search_fields = ("uuid", "name", "portable_data_hash")
-    readonly_fields = (*READ_ONLY_COMMON, "portable_data_hash", "manifest_text", "file_count",
-                       "file_size_total")
+    readonly_fields = (
+        *READ_ONLY_COMMON,
+        "portable_data_hash",
+        "manifest_text",
+        "file_count",
+        "file_size_total",
+    )
 
 
 @admin.register(Repository)

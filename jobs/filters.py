@@ -96,9 +96,7 @@ def _convert(value: Any, kind: str, attr: str, op: str) -> Any:
         )
     if kind == INTEGER:
         if isinstance(value, bool):
-            raise InvalidRequest(
-                f"Invalid operand type 'boolean' for '{op}' operator in filters"
-            )
+            raise InvalidRequest(f"Invalid operand type 'boolean' for '{op}' operator in filters")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -139,7 +137,7 @@ def parse_time(text: str) -> dt.datetime | None:
             return None
         if day is None:
             return None
-        parsed = dt.datetime(day.year, day.month, day.day)
+        parsed = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed

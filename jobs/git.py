@@ -57,8 +57,11 @@ def name_errors(name: str) -> list[str]:
     if not parts or len(parts) > 2:
         return ["Repository name must be <owner>/<name> or <name>"]
     for part in parts:
-        if (not _NAME_PART_RE.fullmatch(part) or ".." in part
-                or part.endswith((".git", ".lock", "."))):
+        if (
+            not _NAME_PART_RE.fullmatch(part)
+            or ".." in part
+            or part.endswith((".git", ".lock", "."))
+        ):
             return [
                 f"Repository name {name!r} is invalid: each part must start with a letter and "
                 "contain only letters, digits, '_', '-' and single dots"
@@ -86,18 +89,25 @@ def internal_repository_path() -> Path:
 
 
 # Variables that would point git at another repository than the one named by --git-dir.
-_REPOSITORY_ENV = frozenset({
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES",
-})
+_REPOSITORY_ENV = frozenset(
+    {
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_COMMON_DIR",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_NAMESPACE",
+        "GIT_CEILING_DIRECTORIES",
+    }
+)
 
 
 def git_env() -> dict[str, str]:
     """The environment for every git we run: no API token, nothing that points git at
     another repository, no prompts, no system configuration."""
     env = {
-        k: v for k, v in os.environ.items()
-        if k != "ARVADOS_API_TOKEN" and k not in _REPOSITORY_ENV
+        k: v for k, v in os.environ.items() if k != "ARVADOS_API_TOKEN" and k not in _REPOSITORY_ENV
     }
     env["GIT_TERMINAL_PROMPT"] = "0"
     env.setdefault("GIT_CONFIG_NOSYSTEM", "1")
@@ -147,8 +157,13 @@ def _redact(text: str) -> str:
     return _CREDENTIALS_RE.sub(r"\1***@", text)
 
 
-def _git(git_dir: Path, *args: str, what: str, stdin: bytes | None = None,
-         env: dict[str, str] | None = None) -> bytes:
+def _git(
+    git_dir: Path,
+    *args: str,
+    what: str,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> bytes:
     """Run `git --git-dir=<git_dir> <args>` and return its stdout.
 
     Any failure (exit status, timeout, git missing) raises RepositoryUnusable with `what` and
@@ -266,9 +281,19 @@ def remote_fetch(url: str) -> Path:
     with _locked(path):
         _init_bare(path, what=what)
         _git(
-            path, "fetch", "--quiet", "--no-progress", "--tags", "--prune", "--force",
-            "--update-head-ok", "--", url, "refs/heads/*:refs/heads/*",
-            what=what, env=env,
+            path,
+            "fetch",
+            "--quiet",
+            "--no-progress",
+            "--tags",
+            "--prune",
+            "--force",
+            "--update-head-ok",
+            "--",
+            url,
+            "refs/heads/*:refs/heads/*",
+            what=what,
+            env=env,
         )
     return path
 
@@ -312,6 +337,7 @@ def git_dir_for(*, user: User | None, repo: str, fetch: bool = True) -> Path:
 
 # --- Commit ranges (spec §4) ------------------------------------------------------------------
 
+
 def _resolve(git_dir: Path, refs: Sequence[str]) -> dict[str, str | None]:
     """Each ref's commit (None when unknown, ambiguous or not a commit), with one git process.
 
@@ -325,8 +351,7 @@ def _resolve(git_dir: Path, refs: Sequence[str]) -> dict[str, str | None]:
     if not unique:
         return {}
     stdin = b"".join(os.fsencode(ref) + b"^{commit}\n" for ref in unique)
-    out = _git(git_dir, "cat-file", "--batch-check", stdin=stdin,
-               what="git cat-file failed")
+    out = _git(git_dir, "cat-file", "--batch-check", stdin=stdin, what="git cat-file failed")
     lines = out.splitlines()
     if len(lines) != len(unique):
         raise RepositoryUnusable("git cat-file failed: unexpected output")
@@ -342,8 +367,9 @@ def _resolve(git_dir: Path, refs: Sequence[str]) -> dict[str, str | None]:
 def _rev_list(git_dir: str, min_hash: str, max_hash: str) -> tuple[str, ...]:
     """`git rev-list <min>..<max>` (reverse chronological). Cached: both ends are commit ids
     that exist in this repository, and the commits between two commits never change."""
-    out = _git(Path(git_dir), "rev-list", f"{min_hash}..{max_hash}", "--",
-               what="git rev-list failed")
+    out = _git(
+        Path(git_dir), "rev-list", f"{min_hash}..{max_hash}", "--", what="git rev-list failed"
+    )
     return tuple(out.decode("ascii").split())
 
 
@@ -401,8 +427,8 @@ def resolve_commit(*, user: User | None, repo: str, ref: str | None) -> str | No
 
 # --- The internal repository (spec §2.12) -----------------------------------------------------
 
-def tag_in_internal_repository(repo: str, sha1: str, tag: str, *,
-                               user: User | None = None) -> None:
+
+def tag_in_internal_repository(repo: str, sha1: str, tag: str, *, user: User | None = None) -> None:
     """Copy commit `sha1` with its history from `repo` into the internal repository and
     point the lightweight tag `tag` (a job uuid) at it, moving the tag if it exists.
 
@@ -426,8 +452,19 @@ def tag_in_internal_repository(repo: str, sha1: str, tag: str, *,
         if _resolve(internal, [sha1])[sha1] != sha1:
             # Fetching by id needs the source to allow unadvertised wants; `-c` reaches the
             # upload-pack that fetch starts through GIT_CONFIG_PARAMETERS.
-            _git(internal, "-c", "uploadpack.allowAnySHA1InWant=true", "fetch", "--quiet",
-                 "--no-tags", "--no-progress", "--", str(source), sha1, what=what)
+            _git(
+                internal,
+                "-c",
+                "uploadpack.allowAnySHA1InWant=true",
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-progress",
+                "--",
+                str(source),
+                sha1,
+                what=what,
+            )
             if _resolve(internal, [sha1])[sha1] != sha1:
                 raise RepositoryUnusable(f"{what}: {sha1} is not a commit")
         _git(internal, "update-ref", f"refs/tags/{tag}", sha1, what=what)
@@ -449,10 +486,18 @@ _HTTP_PATH_RE = re.compile(
 )
 _GIT_PROTOCOL_RE = re.compile(r"^[A-Za-z0-9=:._-]{1,200}\Z")
 _HTTP_METHOD_RE = re.compile(r"^[A-Z]{1,20}\Z")
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailers", "transfer-encoding", "upgrade",
-})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
 def http_access(*, rest: str, service: str | None) -> Access | None:
@@ -605,8 +650,11 @@ class _BackendRun:
             thread.join(timeout=1)
         self.proc.stdout.close()
         if self.proc.returncode not in (0, -9):
-            log.warning("git http-backend exited with %s: %s", self.proc.returncode,
-                        _redact(self.stderr.decode("utf-8", "replace").strip()))
+            log.warning(
+                "git http-backend exited with %s: %s",
+                self.proc.returncode,
+                _redact(self.stderr.decode("utf-8", "replace").strip()),
+            )
 
 
 def http_backend(
@@ -635,18 +683,20 @@ def http_backend(
     if not _HTTP_METHOD_RE.fullmatch(method):
         raise InvalidRequest(f"unsupported method {method!r}")
     env = git_env()
-    env.update({
-        "GIT_PROJECT_ROOT": str(repositories_dir()),
-        "GIT_HTTP_EXPORT_ALL": "1",
-        "GATEWAY_INTERFACE": "CGI/1.1",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "PATH_INFO": f"/{uuid}.git/{rest}",
-        "REQUEST_METHOD": method,
-        "QUERY_STRING": f"service={service}" if rest == "info/refs" and service else "",
-        "CONTENT_TYPE": _CONTROL_RE.sub("", content_type or ""),
-        "REMOTE_USER": _CONTROL_RE.sub("", remote_user or ""),
-        "REMOTE_ADDR": _CONTROL_RE.sub("", remote_addr or ""),
-    })
+    env.update(
+        {
+            "GIT_PROJECT_ROOT": str(repositories_dir()),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "PATH_INFO": f"/{uuid}.git/{rest}",
+            "REQUEST_METHOD": method,
+            "QUERY_STRING": f"service={service}" if rest == "info/refs" and service else "",
+            "CONTENT_TYPE": _CONTROL_RE.sub("", content_type or ""),
+            "REMOTE_USER": _CONTROL_RE.sub("", remote_user or ""),
+            "REMOTE_ADDR": _CONTROL_RE.sub("", remote_addr or ""),
+        }
+    )
     if content_length and content_length.isdigit():
         env["CONTENT_LENGTH"] = content_length
     if content_encoding in ("gzip", "x-gzip"):

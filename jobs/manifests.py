@@ -116,7 +116,9 @@ def parse_manifest(text: str) -> ManifestStats:
         for token in tokens[index:]:
             seg = _SEGMENT_RE.match(token)
             if not seg:
-                raise InvalidRequest(f"Invalid manifest: bad file segment {token!r} on line {number}")
+                raise InvalidRequest(
+                    f"Invalid manifest: bad file segment {token!r} on line {number}"
+                )
             pos, length = int(seg.group(1)), int(seg.group(2))
             if pos + length > stream_size:
                 raise InvalidRequest(

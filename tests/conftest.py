@@ -67,8 +67,16 @@ class ApiClient:
             for k, v in (params or {}).items()
         }
 
-    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-             body: Any = None, token: str | None = None, **extra: Any) -> tuple[int, Any]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        token: str | None = None,
+        **extra: Any,
+    ) -> tuple[int, Any]:
         url = path if path.startswith("/") else f"/arvados/v1/{path}"
         headers = self._headers(token) | extra
         fn = getattr(self.client, method.lower())
@@ -80,8 +88,11 @@ class ApiClient:
                 url = f"{url}?{urlencode(query)}"
             response = fn(url, data=json.dumps(body), content_type="application/json", **headers)
         elif method.upper() in ("GET", "DELETE") or params is None:
-            response = fn(url, self._params(params) if method.upper() == "GET" else None,
-                          **headers) if method.upper() == "GET" else fn(url, **headers)
+            response = (
+                fn(url, self._params(params) if method.upper() == "GET" else None, **headers)
+                if method.upper() == "GET"
+                else fn(url, **headers)
+            )
         else:
             response = fn(url, self._params(params), **headers)
         try:
@@ -113,8 +124,9 @@ def make_user(db: Any) -> Callable[..., tuple[Any, str]]:
     """make_user("bob", admin=False, active=True) -> (user, token)."""
     from jobs.services.tokens import token_create, user_get_or_create
 
-    def make(username: str, *, admin: bool = False, active: bool = True,
-             scopes: list[str] | None = None) -> tuple[Any, str]:
+    def make(
+        username: str, *, admin: bool = False, active: bool = True, scopes: list[str] | None = None
+    ) -> tuple[Any, str]:
         user = user_get_or_create(username=username, admin=admin)
         if not active:
             user.is_active = False

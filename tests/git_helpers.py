@@ -18,26 +18,37 @@ def client_env(home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     config = home / ".gitconfig"
     config.touch()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("GIT_") and k != "ARVADOS_API_TOKEN"}
-    env.update({
-        "HOME": str(home),
-        "GIT_CONFIG_GLOBAL": str(config),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_AUTHOR_NAME": "Crunch Test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "Crunch Test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    })
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("GIT_") and k != "ARVADOS_API_TOKEN"
+    }
+    env.update(
+        {
+            "HOME": str(home),
+            "GIT_CONFIG_GLOBAL": str(config),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_AUTHOR_NAME": "Crunch Test",
+            "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "Crunch Test",
+            "GIT_COMMITTER_EMAIL": "test@example.com",
+        }
+    )
     return env
 
 
-def run_git(env: dict[str, str], *args: str, cwd: Path | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_git(
+    env: dict[str, str], *args: str, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     # Without a cwd, the isolated HOME: never whatever repository the tests run from.
-    proc = subprocess.run(["git", *args], cwd=cwd or env["HOME"], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=cwd or env["HOME"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc

@@ -79,8 +79,9 @@ class ArvadosViewSet(ViewSet):
         return selectors.restrict_readable(queryset, [a.user for a in self.readers()])
 
     def get_object(self, uuid: str) -> Any:
-        obj = selectors.readable_object(self.base_queryset(), [a.user for a in self.readers()],
-                                        uuid)
+        obj = selectors.readable_object(
+            self.base_queryset(), [a.user for a in self.readers()], uuid
+        )
         if obj is None:
             raise NotFound()
         return obj
@@ -101,8 +102,9 @@ class ArvadosViewSet(ViewSet):
             raise InvalidRequest(f"No {self.singular} hash provided with request") from None
 
     def filtered(self, lp: ListParams) -> Any:
-        queryset = apply_filters(self.base_queryset(), self.model, filters=lp.filters,
-                                 where=lp.where)
+        queryset = apply_filters(
+            self.base_queryset(), self.model, filters=lp.filters, where=lp.where
+        )
         return self.readable(queryset)
 
     def list_response(self, queryset: Any, lp: ListParams) -> Response:
@@ -120,14 +122,18 @@ class ArvadosViewSet(ViewSet):
             order = [term for term in lp.order if term.lstrip("-") in lp.select]
             queryset = queryset.values(*lp.select).order_by(*order).distinct()
             rows = list(queryset[lp.offset : lp.offset + lp.limit]) if lp.limit else []
-            body["items"] = [{"kind": self.model.kind()} | {k: plain(v) for k, v in row.items()}
-                             for row in rows]
+            body["items"] = [
+                {"kind": self.model.kind()} | {k: plain(v) for k, v in row.items()} for row in rows
+            ]
             page: list[Any] = rows
         else:
             if lp.distinct:
                 queryset = queryset.distinct()
-            page = list(queryset.order_by(*lp.order)[lp.offset : lp.offset + lp.limit]) \
-                if lp.limit else []
+            page = (
+                list(queryset.order_by(*lp.order)[lp.offset : lp.offset + lp.limit])
+                if lp.limit
+                else []
+            )
             body["items"] = [self.render(obj, lp.select) for obj in page]
         if lp.count:
             if lp.offset == 0 and len(page) < lp.limit:
@@ -164,4 +170,3 @@ class ArvadosViewSet(ViewSet):
         body = self.render(obj)
         service_for(self.model).delete(actor=self.actor, obj=obj)
         return Response(body)
-

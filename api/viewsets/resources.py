@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -12,16 +12,20 @@ from api.urls_util import external_base_url
 from api.viewsets.base import ArvadosViewSet
 from jobs.models import ApiClientAuthorization, Collection, Group, Link, Node, Repository, User
 
-
-SELECT_PARAM = {"select": {"type": "array", "location": "query",
-                           "description": "Attributes of the object to return."}}
+SELECT_PARAM = {
+    "select": {
+        "type": "array",
+        "location": "query",
+        "description": "Attributes of the object to return.",
+    }
+}
 
 
 class UserViewSet(ArvadosViewSet):
     model = User
     resource = "users"
     singular = "user"
-    EXTRA_METHODS = {
+    EXTRA_METHODS: ClassVar[dict[str, dict[str, Any]]] = {
         "current": {"httpMethod": "GET", "path": "users/current", "parameters": SELECT_PARAM},
     }
 
@@ -40,7 +44,7 @@ class ApiClientAuthorizationViewSet(ArvadosViewSet):
     model = ApiClientAuthorization
     resource = "api_client_authorizations"
     singular = "api_client_authorization"
-    EXTRA_METHODS = {
+    EXTRA_METHODS: ClassVar[dict[str, dict[str, Any]]] = {
         "current": {
             "httpMethod": "GET",
             "path": "api_client_authorizations/current",

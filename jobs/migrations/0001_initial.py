@@ -3,183 +3,300 @@
 import django.contrib.auth.validators
 import django.db.models.deletion
 import django.utils.timezone
-import jobs.models.users
 from django.conf import settings
 from django.db import migrations, models
 
+import jobs.models.users
+
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Collection',
+            name="Collection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.CharField(max_length=27, unique=True)),
-                ('owner_uuid', models.CharField(db_index=True, max_length=27)),
-                ('created_at', models.DateTimeField()),
-                ('modified_at', models.DateTimeField(db_index=True)),
-                ('modified_by_client_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('modified_by_user_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('name', models.CharField(blank=True, max_length=255, null=True)),
-                ('description', models.TextField(blank=True, null=True)),
-                ('manifest_text', models.TextField(blank=True, default='')),
-                ('portable_data_hash', models.CharField(db_index=True, max_length=255)),
-                ('properties', models.JSONField(blank=True, null=True)),
-                ('replication_desired', models.IntegerField(blank=True, null=True)),
-                ('trash_at', models.DateTimeField(blank=True, null=True)),
-                ('delete_at', models.DateTimeField(blank=True, null=True)),
-                ('is_trashed', models.BooleanField(default=False)),
-                ('file_count', models.IntegerField(default=0)),
-                ('file_size_total', models.BigIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.CharField(max_length=27, unique=True)),
+                ("owner_uuid", models.CharField(db_index=True, max_length=27)),
+                ("created_at", models.DateTimeField()),
+                ("modified_at", models.DateTimeField(db_index=True)),
+                ("modified_by_client_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("modified_by_user_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("name", models.CharField(blank=True, max_length=255, null=True)),
+                ("description", models.TextField(blank=True, null=True)),
+                ("manifest_text", models.TextField(blank=True, default="")),
+                ("portable_data_hash", models.CharField(db_index=True, max_length=255)),
+                ("properties", models.JSONField(blank=True, null=True)),
+                ("replication_desired", models.IntegerField(blank=True, null=True)),
+                ("trash_at", models.DateTimeField(blank=True, null=True)),
+                ("delete_at", models.DateTimeField(blank=True, null=True)),
+                ("is_trashed", models.BooleanField(default=False)),
+                ("file_count", models.IntegerField(default=0)),
+                ("file_size_total", models.BigIntegerField(default=0)),
             ],
             options={
-                'db_table': 'collections',
+                "db_table": "collections",
             },
         ),
         migrations.CreateModel(
-            name='Group',
+            name="Group",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.CharField(max_length=27, unique=True)),
-                ('owner_uuid', models.CharField(db_index=True, max_length=27)),
-                ('created_at', models.DateTimeField()),
-                ('modified_at', models.DateTimeField(db_index=True)),
-                ('modified_by_client_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('modified_by_user_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('name', models.CharField(max_length=255)),
-                ('group_class', models.CharField(blank=True, max_length=255, null=True)),
-                ('description', models.TextField(blank=True, null=True)),
-                ('properties', models.JSONField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.CharField(max_length=27, unique=True)),
+                ("owner_uuid", models.CharField(db_index=True, max_length=27)),
+                ("created_at", models.DateTimeField()),
+                ("modified_at", models.DateTimeField(db_index=True)),
+                ("modified_by_client_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("modified_by_user_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("name", models.CharField(max_length=255)),
+                ("group_class", models.CharField(blank=True, max_length=255, null=True)),
+                ("description", models.TextField(blank=True, null=True)),
+                ("properties", models.JSONField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'groups',
+                "db_table": "groups",
             },
         ),
         migrations.CreateModel(
-            name='Node',
+            name="Node",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.CharField(max_length=27, unique=True)),
-                ('owner_uuid', models.CharField(db_index=True, max_length=27)),
-                ('created_at', models.DateTimeField()),
-                ('modified_at', models.DateTimeField(db_index=True)),
-                ('modified_by_client_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('modified_by_user_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('hostname', models.CharField(blank=True, max_length=255, null=True)),
-                ('domain', models.CharField(blank=True, max_length=255, null=True)),
-                ('ip_address', models.CharField(blank=True, max_length=255, null=True)),
-                ('slot_number', models.IntegerField(blank=True, null=True)),
-                ('first_ping_at', models.DateTimeField(blank=True, null=True)),
-                ('last_ping_at', models.DateTimeField(blank=True, null=True)),
-                ('job_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('info', models.JSONField(blank=True, null=True)),
-                ('properties', models.JSONField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.CharField(max_length=27, unique=True)),
+                ("owner_uuid", models.CharField(db_index=True, max_length=27)),
+                ("created_at", models.DateTimeField()),
+                ("modified_at", models.DateTimeField(db_index=True)),
+                ("modified_by_client_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("modified_by_user_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("hostname", models.CharField(blank=True, max_length=255, null=True)),
+                ("domain", models.CharField(blank=True, max_length=255, null=True)),
+                ("ip_address", models.CharField(blank=True, max_length=255, null=True)),
+                ("slot_number", models.IntegerField(blank=True, null=True)),
+                ("first_ping_at", models.DateTimeField(blank=True, null=True)),
+                ("last_ping_at", models.DateTimeField(blank=True, null=True)),
+                ("job_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("info", models.JSONField(blank=True, null=True)),
+                ("properties", models.JSONField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'nodes',
+                "db_table": "nodes",
             },
         ),
         migrations.CreateModel(
-            name='Repository',
+            name="Repository",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.CharField(max_length=27, unique=True)),
-                ('owner_uuid', models.CharField(db_index=True, max_length=27)),
-                ('created_at', models.DateTimeField()),
-                ('modified_at', models.DateTimeField(db_index=True)),
-                ('modified_by_client_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('modified_by_user_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('name', models.CharField(max_length=255, unique=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.CharField(max_length=27, unique=True)),
+                ("owner_uuid", models.CharField(db_index=True, max_length=27)),
+                ("created_at", models.DateTimeField()),
+                ("modified_at", models.DateTimeField(db_index=True)),
+                ("modified_by_client_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("modified_by_user_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("name", models.CharField(max_length=255, unique=True)),
             ],
             options={
-                'verbose_name_plural': 'repositories',
-                'db_table': 'repositories',
+                "verbose_name_plural": "repositories",
+                "db_table": "repositories",
             },
         ),
         migrations.CreateModel(
-            name='User',
+            name="User",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('password', models.CharField(max_length=128, verbose_name='password')),
-                ('last_login', models.DateTimeField(blank=True, null=True, verbose_name='last login')),
-                ('is_superuser', models.BooleanField(default=False, help_text='Designates that this user has all permissions without explicitly assigning them.', verbose_name='superuser status')),
-                ('username', models.CharField(error_messages={'unique': 'A user with that username already exists.'}, help_text='Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only.', max_length=150, unique=True, validators=[django.contrib.auth.validators.UnicodeUsernameValidator()], verbose_name='username')),
-                ('first_name', models.CharField(blank=True, max_length=150, verbose_name='first name')),
-                ('last_name', models.CharField(blank=True, max_length=150, verbose_name='last name')),
-                ('email', models.EmailField(blank=True, max_length=254, verbose_name='email address')),
-                ('is_staff', models.BooleanField(default=False, help_text='Designates whether the user can log into this admin site.', verbose_name='staff status')),
-                ('is_active', models.BooleanField(default=True, help_text='Designates whether this user should be treated as active. Unselect this instead of deleting accounts.', verbose_name='active')),
-                ('date_joined', models.DateTimeField(default=django.utils.timezone.now, verbose_name='date joined')),
-                ('uuid', models.CharField(max_length=27, unique=True)),
-                ('owner_uuid', models.CharField(db_index=True, max_length=27)),
-                ('created_at', models.DateTimeField()),
-                ('modified_at', models.DateTimeField(db_index=True)),
-                ('modified_by_client_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('modified_by_user_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('is_admin', models.BooleanField(default=False)),
-                ('identity_url', models.CharField(blank=True, max_length=255, null=True)),
-                ('prefs', models.JSONField(blank=True, null=True)),
-                ('default_owner_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('groups', models.ManyToManyField(blank=True, help_text='The groups this user belongs to. A user will get all permissions granted to each of their groups.', related_name='user_set', related_query_name='user', to='auth.group', verbose_name='groups')),
-                ('user_permissions', models.ManyToManyField(blank=True, help_text='Specific permissions for this user.', related_name='user_set', related_query_name='user', to='auth.permission', verbose_name='user permissions')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("password", models.CharField(max_length=128, verbose_name="password")),
+                (
+                    "last_login",
+                    models.DateTimeField(blank=True, null=True, verbose_name="last login"),
+                ),
+                (
+                    "is_superuser",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Designates that this user has all permissions without explicitly assigning them.",
+                        verbose_name="superuser status",
+                    ),
+                ),
+                (
+                    "username",
+                    models.CharField(
+                        error_messages={"unique": "A user with that username already exists."},
+                        help_text="Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only.",
+                        max_length=150,
+                        unique=True,
+                        validators=[django.contrib.auth.validators.UnicodeUsernameValidator()],
+                        verbose_name="username",
+                    ),
+                ),
+                (
+                    "first_name",
+                    models.CharField(blank=True, max_length=150, verbose_name="first name"),
+                ),
+                (
+                    "last_name",
+                    models.CharField(blank=True, max_length=150, verbose_name="last name"),
+                ),
+                (
+                    "email",
+                    models.EmailField(blank=True, max_length=254, verbose_name="email address"),
+                ),
+                (
+                    "is_staff",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Designates whether the user can log into this admin site.",
+                        verbose_name="staff status",
+                    ),
+                ),
+                (
+                    "is_active",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Designates whether this user should be treated as active. Unselect this instead of deleting accounts.",
+                        verbose_name="active",
+                    ),
+                ),
+                (
+                    "date_joined",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, verbose_name="date joined"
+                    ),
+                ),
+                ("uuid", models.CharField(max_length=27, unique=True)),
+                ("owner_uuid", models.CharField(db_index=True, max_length=27)),
+                ("created_at", models.DateTimeField()),
+                ("modified_at", models.DateTimeField(db_index=True)),
+                ("modified_by_client_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("modified_by_user_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("is_admin", models.BooleanField(default=False)),
+                ("identity_url", models.CharField(blank=True, max_length=255, null=True)),
+                ("prefs", models.JSONField(blank=True, null=True)),
+                ("default_owner_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                (
+                    "groups",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="The groups this user belongs to. A user will get all permissions granted to each of their groups.",
+                        related_name="user_set",
+                        related_query_name="user",
+                        to="auth.group",
+                        verbose_name="groups",
+                    ),
+                ),
+                (
+                    "user_permissions",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Specific permissions for this user.",
+                        related_name="user_set",
+                        related_query_name="user",
+                        to="auth.permission",
+                        verbose_name="user permissions",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'users',
+                "db_table": "users",
             },
             managers=[
-                ('objects', jobs.models.users.CrunchUserManager()),
+                ("objects", jobs.models.users.CrunchUserManager()),
             ],
         ),
         migrations.CreateModel(
-            name='ApiClientAuthorization',
+            name="ApiClientAuthorization",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.CharField(max_length=27, unique=True)),
-                ('owner_uuid', models.CharField(db_index=True, max_length=27)),
-                ('created_at', models.DateTimeField()),
-                ('modified_at', models.DateTimeField(db_index=True)),
-                ('modified_by_client_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('modified_by_user_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('token_hash', models.CharField(max_length=64, unique=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('scopes', models.JSONField(default=list)),
-                ('default_owner_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_by_ip_address', models.CharField(blank=True, max_length=255, null=True)),
-                ('created_by_ip_address', models.CharField(blank=True, max_length=255, null=True)),
-                ('api_client_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tokens', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.CharField(max_length=27, unique=True)),
+                ("owner_uuid", models.CharField(db_index=True, max_length=27)),
+                ("created_at", models.DateTimeField()),
+                ("modified_at", models.DateTimeField(db_index=True)),
+                ("modified_by_client_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("modified_by_user_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("token_hash", models.CharField(max_length=64, unique=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("scopes", models.JSONField(default=list)),
+                ("default_owner_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "last_used_by_ip_address",
+                    models.CharField(blank=True, max_length=255, null=True),
+                ),
+                ("created_by_ip_address", models.CharField(blank=True, max_length=255, null=True)),
+                ("api_client_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'db_table': 'api_client_authorizations',
+                "db_table": "api_client_authorizations",
             },
         ),
         migrations.CreateModel(
-            name='Link',
+            name="Link",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.CharField(max_length=27, unique=True)),
-                ('owner_uuid', models.CharField(db_index=True, max_length=27)),
-                ('created_at', models.DateTimeField()),
-                ('modified_at', models.DateTimeField(db_index=True)),
-                ('modified_by_client_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('modified_by_user_uuid', models.CharField(blank=True, max_length=27, null=True)),
-                ('tail_uuid', models.CharField(blank=True, max_length=255, null=True)),
-                ('head_uuid', models.CharField(blank=True, max_length=255, null=True)),
-                ('link_class', models.CharField(blank=True, max_length=255, null=True)),
-                ('name', models.CharField(blank=True, max_length=255, null=True)),
-                ('properties', models.JSONField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.CharField(max_length=27, unique=True)),
+                ("owner_uuid", models.CharField(db_index=True, max_length=27)),
+                ("created_at", models.DateTimeField()),
+                ("modified_at", models.DateTimeField(db_index=True)),
+                ("modified_by_client_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("modified_by_user_uuid", models.CharField(blank=True, max_length=27, null=True)),
+                ("tail_uuid", models.CharField(blank=True, max_length=255, null=True)),
+                ("head_uuid", models.CharField(blank=True, max_length=255, null=True)),
+                ("link_class", models.CharField(blank=True, max_length=255, null=True)),
+                ("name", models.CharField(blank=True, max_length=255, null=True)),
+                ("properties", models.JSONField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'links',
-                'indexes': [models.Index(fields=['head_uuid'], name='links_head_uuid'), models.Index(fields=['tail_uuid'], name='links_tail_uuid'), models.Index(fields=['link_class', 'name'], name='links_class_name')],
+                "db_table": "links",
+                "indexes": [
+                    models.Index(fields=["head_uuid"], name="links_head_uuid"),
+                    models.Index(fields=["tail_uuid"], name="links_tail_uuid"),
+                    models.Index(fields=["link_class", "name"], name="links_class_name"),
+                ],
             },
         ),
     ]

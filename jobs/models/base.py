@@ -51,6 +51,9 @@ class ArvadosModel(models.Model):
     class Meta:
         abstract = True
 
+    def __str__(self) -> str:
+        return self.uuid
+
     @classmethod
     def class_name(cls) -> str:
         return cls.__name__
@@ -76,6 +79,3 @@ class ArvadosModel(models.Model):
         if value is None and name in self.HASH_FIELDS:
             return {}
         return value
-
-    def __str__(self) -> str:
-        return self.uuid

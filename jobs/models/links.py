@@ -32,7 +32,7 @@ class Link(ArvadosModel):
 
     class Meta:
         db_table = "links"
-        indexes = [
+        indexes = [  # noqa: RUF012  (Django reads Meta attributes; they are never mutated)
             models.Index(fields=["head_uuid"], name="links_head_uuid"),
             models.Index(fields=["tail_uuid"], name="links_tail_uuid"),
             models.Index(fields=["link_class", "name"], name="links_class_name"),

@@ -270,9 +270,7 @@ class ResourceService:
 
 
 def _owner_exists(uuid: str) -> bool:
-    return (
-        User.objects.filter(uuid=uuid).exists() or Group.objects.filter(uuid=uuid).exists()
-    )
+    return User.objects.filter(uuid=uuid).exists() or Group.objects.filter(uuid=uuid).exists()
 
 
 def require_found(obj: Any) -> Any:

@@ -29,8 +29,9 @@ class UserService(ResourceService):
     model = User
     admin_only_create = True
 
-    def clean(self, obj: Any, *, actor: Actor, creating: bool, changed: set[str],
-              errors: list[str]) -> None:
+    def clean(
+        self, obj: Any, *, actor: Actor, creating: bool, changed: set[str], errors: list[str]
+    ) -> None:
         if creating and not obj.username:
             errors.append("username must be given")
         if obj.username and User.objects.filter(username=obj.username).exclude(pk=obj.pk).exists():
@@ -61,8 +62,9 @@ class UserService(ResourceService):
 class GroupService(ResourceService):
     model = Group
 
-    def clean(self, obj: Any, *, actor: Actor, creating: bool, changed: set[str],
-              errors: list[str]) -> None:
+    def clean(
+        self, obj: Any, *, actor: Actor, creating: bool, changed: set[str], errors: list[str]
+    ) -> None:
         if not obj.name:
             errors.append("name must be given")
         if obj.group_class not in (None, "", "role", "project"):
@@ -72,8 +74,9 @@ class GroupService(ResourceService):
 class LinkService(ResourceService):
     model = Link
 
-    def clean(self, obj: Any, *, actor: Actor, creating: bool, changed: set[str],
-              errors: list[str]) -> None:
+    def clean(
+        self, obj: Any, *, actor: Actor, creating: bool, changed: set[str], errors: list[str]
+    ) -> None:
         if not obj.link_class:
             errors.append("link_class must be given")
         if obj.link_class == "permission":
@@ -104,8 +107,9 @@ class LinkService(ResourceService):
 class CollectionService(ResourceService):
     model = Collection
 
-    def clean(self, obj: Any, *, actor: Actor, creating: bool, changed: set[str],
-              errors: list[str]) -> None:
+    def clean(
+        self, obj: Any, *, actor: Actor, creating: bool, changed: set[str], errors: list[str]
+    ) -> None:
         if not (creating or "manifest_text" in changed or "portable_data_hash" in changed):
             return
         try:
@@ -138,8 +142,9 @@ class CollectionService(ResourceService):
 class TokenService(ResourceService):
     model = ApiClientAuthorization
 
-    def clean(self, obj: Any, *, actor: Actor, creating: bool, changed: set[str],
-              errors: list[str]) -> None:
+    def clean(
+        self, obj: Any, *, actor: Actor, creating: bool, changed: set[str], errors: list[str]
+    ) -> None:
         if not isinstance(obj.scopes, list) or not all(isinstance(s, str) for s in obj.scopes):
             errors.append("scopes must be an array of strings")
 
@@ -193,8 +198,9 @@ class RepositoryService(ResourceService):
 
     model = Repository
 
-    def clean(self, obj: Any, *, actor: Actor, creating: bool, changed: set[str],
-              errors: list[str]) -> None:
+    def clean(
+        self, obj: Any, *, actor: Actor, creating: bool, changed: set[str], errors: list[str]
+    ) -> None:
         from jobs.git import name_errors
 
         if not obj.name:
@@ -210,7 +216,8 @@ class RepositoryService(ResourceService):
             if prefix is None or not obj.name.startswith(prefix):
                 errors.append(
                     f"Repository name must start with {prefix or '<owner username>/'}"
-                    if prefix else "Repository owner must be a user to choose the name prefix"
+                    if prefix
+                    else "Repository owner must be a user to choose the name prefix"
                 )
 
     def after_save(self, obj: Any, *, actor: Actor, creating: bool) -> None:

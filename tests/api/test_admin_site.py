@@ -8,8 +8,9 @@ from jobs.models import ApiClientAuthorization, Collection, Group, Link, Node, R
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("model", [User, Group, ApiClientAuthorization, Link, Collection,
-                                   Repository, Node])
+@pytest.mark.parametrize(
+    "model", [User, Group, ApiClientAuthorization, Link, Collection, Repository, Node]
+)
 def test_admin_pages_render(client, admin, api, model):
     admin_user, token = admin
     admin_user.set_password("pw")
@@ -23,6 +24,7 @@ def test_admin_pages_render(client, admin, api, model):
     assert changelist.status_code == 200
     obj = model.objects.first()
     if obj is not None:
-        change = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_change",
-                                    args=[obj.pk]))
+        change = client.get(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
         assert change.status_code == 200

@@ -48,11 +48,22 @@ def assert_error(status, data, expected_status, message=None):
 
 def test_object_shape(api, active):
     user, token = active
-    link = api.ok("POST", "links", body={"link": {"link_class": "tag", "name": "x",
-                                                  "head_uuid": user.uuid}}, token=token)
+    link = api.ok(
+        "POST",
+        "links",
+        body={"link": {"link_class": "tag", "name": "x", "head_uuid": user.uuid}},
+        token=token,
+    )
     assert list(link)[:9] == [
-        "href", "kind", "etag", "uuid", "owner_uuid", "created_at",
-        "modified_by_client_uuid", "modified_by_user_uuid", "modified_at",
+        "href",
+        "kind",
+        "etag",
+        "uuid",
+        "owner_uuid",
+        "created_at",
+        "modified_by_client_uuid",
+        "modified_by_user_uuid",
+        "modified_at",
     ]
     assert link["kind"] == "arvados#link"
     assert link["href"] == f"/links/{link['uuid']}"
@@ -69,29 +80,41 @@ def test_object_shape(api, active):
 
 def test_client_bookkeeping_fields_are_discarded(api, active):
     _, token = active
-    link = api.ok("POST", "links", body={"link": {
-        "link_class": "tag", "created_at": "2001-01-01T00:00:00Z",
-        "modified_by_user_uuid": "zzzzz-tpzed-aaaaaaaaaaaaaaa", "kind": "x", "etag": "y",
-        "href": "z"}}, token=token)
+    link = api.ok(
+        "POST",
+        "links",
+        body={
+            "link": {
+                "link_class": "tag",
+                "created_at": "2001-01-01T00:00:00Z",
+                "modified_by_user_uuid": "zzzzz-tpzed-aaaaaaaaaaaaaaa",
+                "kind": "x",
+                "etag": "y",
+                "href": "z",
+            }
+        },
+        token=token,
+    )
     assert not link["created_at"].startswith("2001")
     assert link["modified_by_user_uuid"] != "zzzzz-tpzed-aaaaaaaaaaaaaaa"
 
 
 def test_unknown_attribute_is_422(api, active):
     _, token = active
-    status, data = api.post("links", body={"link": {"link_class": "tag", "bogus": 1}},
-                            token=token)
+    status, data = api.post("links", body={"link": {"link_class": "tag", "bogus": 1}}, token=token)
     assert_error(status, data, 422)
     assert "bogus" in data["errors"][0]
 
 
 def test_body_object_may_be_a_json_string_or_form_field(api, active, client):
     _, token = active
-    status, data = api.post("links", body={"link": json.dumps({"link_class": "tag"})},
-                            token=token)
+    status, data = api.post("links", body={"link": json.dumps({"link_class": "tag"})}, token=token)
     assert status == 200 and data["link_class"] == "tag"
-    response = client.post("/arvados/v1/links", {"link": json.dumps({"link_class": "form"})},
-                           HTTP_AUTHORIZATION=f"OAuth2 {token}")
+    response = client.post(
+        "/arvados/v1/links",
+        {"link": json.dumps({"link_class": "form"})},
+        HTTP_AUTHORIZATION=f"OAuth2 {token}",
+    )
     assert response.status_code == 200 and response.json()["link_class"] == "form"
 
 
@@ -115,18 +138,24 @@ def test_missing_object_hash(api, active, bad):
 )
 def test_hash_attributes(api, active, value, message):
     _, token = active
-    status, data = api.post("links", body={"link": {"link_class": "t", "properties": value}},
-                            token=token)
+    status, data = api.post(
+        "links", body={"link": {"link_class": "t", "properties": value}}, token=token
+    )
     assert_error(status, data, 422, message)
 
 
 def test_hash_attribute_as_json_string_is_decoded_and_replaced_whole(api, active):
     _, token = active
-    link = api.ok("POST", "links", body={"link": {"link_class": "t",
-                                                  "properties": '{"a": 1, "b": 2}'}}, token=token)
+    link = api.ok(
+        "POST",
+        "links",
+        body={"link": {"link_class": "t", "properties": '{"a": 1, "b": 2}'}},
+        token=token,
+    )
     assert link["properties"] == {"a": 1, "b": 2}
-    link = api.ok("PUT", f"links/{link['uuid']}", body={"link": {"properties": {"c": 3}}},
-                  token=token)
+    link = api.ok(
+        "PUT", f"links/{link['uuid']}", body={"link": {"properties": {"c": 3}}}, token=token
+    )
     assert link["properties"] == {"c": 3}
 
 
@@ -144,15 +173,23 @@ def test_nul_in_string_is_422(api, active):
 
 def test_malformed_json_body_is_422(client, active):
     _, token = active
-    response = client.post("/arvados/v1/links", data="{not json",
-                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = client.post(
+        "/arvados/v1/links",
+        data="{not json",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert_error(response.status_code, response.json(), 422)
 
 
 def test_json_body_that_is_not_an_object(client, active):
     _, token = active
-    response = client.post("/arvados/v1/links", data="[1,2]",
-                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = client.post(
+        "/arvados/v1/links",
+        data="[1,2]",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert_error(response.status_code, response.json(), 422)
 
 
@@ -164,8 +201,7 @@ def test_not_logged_in(api, db):
 def test_unknown_path_and_uuid_are_404(api, active):
     _, token = active
     assert_error(*api.get("nothing_here", token=token), 404, "Path not found")
-    assert_error(*api.get("links/zzzzz-o0j2j-000000000000000", token=token), 404,
-                 "Path not found")
+    assert_error(*api.get("links/zzzzz-o0j2j-000000000000000", token=token), 404, "Path not found")
     assert_error(*api.get("links/12345", token=token), 404, "Path not found")
     assert_error(*api.get("/arvados/v1/links/a/b/c", token=token), 404, "Path not found")
 
@@ -179,8 +215,9 @@ def test_unsupported_verb_is_404(client, active):
 def test_disabled_method(api, active, settings):
     _, token = active
     settings.CRUNCH_DISABLE_API_METHODS = frozenset({"links.create"})
-    assert_error(*api.post("links", body={"link": {"link_class": "t"}}, token=token), 404,
-                 "Disabled")
+    assert_error(
+        *api.post("links", body={"link": {"link_class": "t"}}, token=token), 404, "Disabled"
+    )
     assert api.get("links", token=token)[0] == 200
 
 
@@ -194,8 +231,11 @@ def test_cors_and_options(client, active):
     _, token = active
     response = client.options("/arvados/v1/links")
     assert response.status_code == 200 and response.content == b""
-    for r in (response, client.get("/arvados/v1/links", HTTP_AUTHORIZATION=f"Bearer {token}"),
-              client.get("/arvados/v1/links")):
+    for r in (
+        response,
+        client.get("/arvados/v1/links", HTTP_AUTHORIZATION=f"Bearer {token}"),
+        client.get("/arvados/v1/links"),
+    ):
         assert r["Access-Control-Allow-Origin"] == "*"
         assert r["Access-Control-Allow-Methods"] == "GET, HEAD, PUT, POST, DELETE"
         assert r["Access-Control-Allow-Headers"] == "Authorization"
@@ -205,44 +245,75 @@ def test_cors_and_options(client, active):
 def test_post_with_method_get_is_a_list(client, active):
     user, token = active
     filters = json.dumps([["uuid", "=", user.uuid]])
-    r = client.post(f"/arvados/v1/users?_method=GET&filters={filters}",
-                    HTTP_AUTHORIZATION=f"Bearer {token}")
+    r = client.post(
+        f"/arvados/v1/users?_method=GET&filters={filters}", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
     assert r.status_code == 200 and r.json()["kind"] == "arvados#userList"
     # The SDK's long-URL form: the query string in a form body, with the override header.
     body = f"filters={filters}&limit=5&alt=json"
-    r = client.post("/arvados/v1/users", data=body,
-                    content_type="application/x-www-form-urlencoded",
-                    HTTP_X_HTTP_METHOD_OVERRIDE="GET", HTTP_AUTHORIZATION=f"Bearer {token}")
+    r = client.post(
+        "/arvados/v1/users",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_X_HTTP_METHOD_OVERRIDE="GET",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert r.status_code == 200, r.content
     assert [i["uuid"] for i in r.json()["items"]] == [user.uuid]
     assert r.json()["limit"] == 5
     body = f"_method=GET&filters={filters}"
-    r = client.post("/arvados/v1/users", data=body,
-                    content_type="application/x-www-form-urlencoded",
-                    HTTP_AUTHORIZATION=f"Bearer {token}")
+    r = client.post(
+        "/arvados/v1/users",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert r.status_code == 200 and r.json()["items_available"] == 1
 
 
 def test_uuid_assignment(api, active, admin):
     _, token = active
     _, admin_token = admin
-    assert_error(*api.post("links", body={"link": {"link_class": "t",
-                                                   "uuid": "zzzzz-o0j2j-abcdefghijklmno"}},
-                           token=token), 422, "Uuid assignment not permitted")
-    assert_error(*api.post("links", body={"link": {"link_class": "t",
-                                                   "uuid": "zzzzz-8i9sb-abcdefghijklmno"}},
-                           token=admin_token), 422,
-                 "Uuid type field is '8i9sb', expected 'o0j2j'")
-    assert_error(*api.post("links", body={"link": {"link_class": "t", "uuid": "bad"}},
-                           token=admin_token), 422, "Uuid not a valid Arvados uuid \"bad\"")
-    link = api.ok("POST", "links", body={"link": {"link_class": "t",
-                                                  "uuid": "zzzzz-o0j2j-abcdefghijklmno"}},
-                  token=admin_token)
+    assert_error(
+        *api.post(
+            "links",
+            body={"link": {"link_class": "t", "uuid": "zzzzz-o0j2j-abcdefghijklmno"}},
+            token=token,
+        ),
+        422,
+        "Uuid assignment not permitted",
+    )
+    assert_error(
+        *api.post(
+            "links",
+            body={"link": {"link_class": "t", "uuid": "zzzzz-8i9sb-abcdefghijklmno"}},
+            token=admin_token,
+        ),
+        422,
+        "Uuid type field is '8i9sb', expected 'o0j2j'",
+    )
+    assert_error(
+        *api.post("links", body={"link": {"link_class": "t", "uuid": "bad"}}, token=admin_token),
+        422,
+        'Uuid not a valid Arvados uuid "bad"',
+    )
+    link = api.ok(
+        "POST",
+        "links",
+        body={"link": {"link_class": "t", "uuid": "zzzzz-o0j2j-abcdefghijklmno"}},
+        token=admin_token,
+    )
     assert link["uuid"] == "zzzzz-o0j2j-abcdefghijklmno"
     other = api.ok("POST", "links", body={"link": {"link_class": "t"}}, token=token)
-    assert_error(*api.put(f"links/{other['uuid']}",
-                          body={"link": {"uuid": "zzzzz-o0j2j-bbbbbbbbbbbbbbb"}}, token=token),
-                 422, "Uuid change not permitted")
+    assert_error(
+        *api.put(
+            f"links/{other['uuid']}",
+            body={"link": {"uuid": "zzzzz-o0j2j-bbbbbbbbbbbbbbb"}},
+            token=token,
+        ),
+        422,
+        "Uuid change not permitted",
+    )
 
 
 def test_delete_returns_the_object(api, active):
@@ -255,6 +326,5 @@ def test_delete_returns_the_object(api, active):
 
 def test_get_with_select(api, active):
     user, token = active
-    data = api.ok("GET", f"users/{user.uuid}", params={"select": ["uuid", "username"]},
-                  token=token)
+    data = api.ok("GET", f"users/{user.uuid}", params={"select": ["uuid", "username"]}, token=token)
     assert data == {"kind": "arvados#user", "uuid": user.uuid, "username": "active"}

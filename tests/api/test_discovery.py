@@ -18,8 +18,13 @@ from api.viewsets.resources import RESOURCE_VIEWSETS
 
 URL = "/discovery/v1/apis/arvados/v1/rest"
 SAMPLE_UUID = "zzzzz-aaaaa-012345678901234"
-ACTION_FOR_STANDARD = {"get": "retrieve", "list": "list", "create": "create",
-                       "update": "update", "delete": "destroy"}
+ACTION_FOR_STANDARD = {
+    "get": "retrieve",
+    "list": "list",
+    "create": "create",
+    "update": "update",
+    "delete": "destroy",
+}
 
 
 @pytest.fixture
@@ -64,8 +69,9 @@ def test_bad_token_is_ignored_not_rejected(client: Any) -> None:
 def test_token_is_never_logged(client: Any, active: Any, caplog: Any) -> None:
     _, token = active
     with caplog.at_level(logging.DEBUG):
-        response = client.get(URL, HTTP_AUTHORIZATION=f"Bearer {token}",
-                              HTTP_X_REQUEST_ID="req-0123456789abcdefghij")
+        response = client.get(
+            URL, HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_X_REQUEST_ID="req-0123456789abcdefghij"
+        )
     assert response.status_code == 200
     assert token not in caplog.text
     assert token not in response.content.decode()
@@ -157,14 +163,21 @@ def test_every_viewset_and_method_is_described(doc: dict[str, Any], viewset: Any
     actions = {a.url_path for a in viewset.get_extra_actions()}
     assert actions <= set(viewset.EXTRA_METHODS), "add the action to EXTRA_METHODS"
     assert set(methods) == set(STANDARD_METHODS) | set(viewset.EXTRA_METHODS)
-    assert set(viewset.EXTRA_METHODS) - set(STANDARD_METHODS) <= actions, \
+    assert set(viewset.EXTRA_METHODS) - set(STANDARD_METHODS) <= actions, (
         "an EXTRA_METHODS entry without an action"
+    )
 
 
 def test_jobs_are_described_before_their_viewset(doc: dict[str, Any]) -> None:
     methods = doc["resources"]["jobs"]["methods"]
-    assert set(methods) >= {*STANDARD_METHODS, "cancel", "lock", "queue", "queue_size",
-                            "log_tail_follow"}
+    assert set(methods) >= {
+        *STANDARD_METHODS,
+        "cancel",
+        "lock",
+        "queue",
+        "queue_size",
+        "log_tail_follow",
+    }
     expect = {
         "cancel": ("POST", "jobs/{uuid}/cancel"),
         "lock": ("POST", "jobs/{uuid}/lock"),
@@ -204,8 +217,9 @@ def test_every_api_field_has_a_derived_type(doc: dict[str, Any], viewset: Any) -
     model = viewset.model
     props = doc["schemas"][model.class_name()]["properties"]
     for name in model.all_api_fields():
-        assert field_schema(model, name, frozenset(model.HASH_FIELDS)) is not None, \
+        assert field_schema(model, name, frozenset(model.HASH_FIELDS)) is not None, (
             f"{model.__name__}.{name}: no JSON type can be derived"
+        )
         assert name in props
     for name in model.HASH_FIELDS:
         assert props[name]["type"] == "object"
@@ -271,18 +285,30 @@ def test_standard_methods(doc: dict[str, Any], resource: str) -> None:
     params = methods["list"]["parameters"]
     types = {k: v["type"] for k, v in params.items()}
     assert types == {
-        "filters": "array", "where": "object", "order": "array", "select": "array",
-        "distinct": "boolean", "limit": "integer", "offset": "integer", "count": "string",
-        "cluster_id": "string", "bypass_federation": "boolean",
+        "filters": "array",
+        "where": "object",
+        "order": "array",
+        "select": "array",
+        "distinct": "boolean",
+        "limit": "integer",
+        "offset": "integer",
+        "count": "string",
+        "cluster_id": "string",
+        "bypass_federation": "boolean",
     }
     assert methods["list"]["response"] == {"$ref": f"{kind}List"}
-    assert methods["get"]["parameters"]["uuid"] == {**methods["get"]["parameters"]["uuid"],
-                                                    "required": True, "location": "path"}
+    assert methods["get"]["parameters"]["uuid"] == {
+        **methods["get"]["parameters"]["uuid"],
+        "required": True,
+        "location": "path",
+    }
     assert methods["get"]["parameters"]["select"]["type"] == "array"
     assert methods["create"]["parameters"]["ensure_unique_name"]["type"] == "boolean"
     for name in ("create", "update"):
         assert methods[name]["request"] == {
-            "required": True, "properties": {singular: {"$ref": kind}}}, name
+            "required": True,
+            "properties": {singular: {"$ref": kind}},
+        }, name
     for name in ("get", "create", "update", "delete"):
         assert methods[name]["response"] == {"$ref": kind}, name
     for name in ("get", "list", "delete"):
@@ -309,8 +335,10 @@ def test_schema_shapes(doc: dict[str, Any]) -> None:
         assert schema["type"] == "object"
         if name.endswith("List"):
             assert schema["properties"]["items"] == {
-                **schema["properties"]["items"], "type": "array",
-                "items": {"$ref": name[: -len("List")]}}
+                **schema["properties"]["items"],
+                "type": "array",
+                "items": {"$ref": name[: -len("List")]},
+            }
         else:
             assert f"{name}List" in doc["schemas"]
             for common in ("uuid", "owner_uuid", "created_at", "modified_at", "kind", "etag"):

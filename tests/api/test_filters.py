@@ -15,8 +15,12 @@ def links(api, active):
     """Five links of the active user with varied attributes."""
     user, token = active
     specs = [
-        {"link_class": "tag", "name": "alpha", "head_uuid": "zzzzz-4zz18-aaaaaaaaaaaaaaa",
-         "properties": {"k": "v1"}},
+        {
+            "link_class": "tag",
+            "name": "alpha",
+            "head_uuid": "zzzzz-4zz18-aaaaaaaaaaaaaaa",
+            "properties": {"k": "v1"},
+        },
         {"link_class": "tag", "name": "Beta", "head_uuid": "zzzzz-4zz18-bbbbbbbbbbbbbbb"},
         {"link_class": "tag", "name": "gamma_1", "head_uuid": "zzzzz-8i9sb-ccccccccccccccc"},
         {"link_class": "note", "name": "delta%", "head_uuid": None},
@@ -55,8 +59,10 @@ def names(api, token, filters, **params):
         ([["name", "not in", ["alpha", None]]], ["Beta", "delta%", "gamma_1"]),
         ([["name", "not in", []]], ["Beta", "None", "alpha", "delta%", "gamma_1"]),
         ([["head_uuid", "is_a", "arvados#collection"]], ["Beta", "alpha"]),
-        ([["head_uuid", "is_a", ["arvados#collection", "arvados#job"]]],
-         ["Beta", "alpha", "gamma_1"]),
+        (
+            [["head_uuid", "is_a", ["arvados#collection", "arvados#job"]]],
+            ["Beta", "alpha", "gamma_1"],
+        ),
         ([["head_uuid", "is_a", "arvados#nonsense"]], []),
         ([["link_class", "=", "tag"], ["name", "!=", "alpha"]], ["Beta", "gamma_1"]),
         ([[["name", "link_class"], "=", "note"]], ["None", "delta%"]),
@@ -74,8 +80,7 @@ def test_operators(api, links, filters, expected):
 def test_datetime_and_integer_comparisons(api, links):
     token, made = links
     t = made[2]["created_at"]
-    assert names(api, token, [["created_at", ">=", t]]) == sorted(
-        str(m["name"]) for m in made[2:])
+    assert names(api, token, [["created_at", ">=", t]]) == sorted(str(m["name"]) for m in made[2:])
     assert names(api, token, [["created_at", "<", "2001-01-01"]]) == []
     assert len(names(api, token, [["created_at", ">", "2001-01-01 01:23:45"]])) == 5
     # integer columns take digit strings or (Quirk 2, resolved) JSON numbers
@@ -87,17 +92,22 @@ def test_boolean_columns(api, make_user):
     _, admin_token = make_user("root2", admin=True)
     make_user("inactive", active=False)
     for operand in (False, "f", "no", "0", "FALSE", "n"):
-        status, data = api.get("users", params={"filters": [["is_active", "=", operand]]},
-                               token=admin_token)
+        status, data = api.get(
+            "users", params={"filters": [["is_active", "=", operand]]}, token=admin_token
+        )
         assert [u["username"] for u in data["items"]] == ["inactive"], operand
-    status, data = api.get("users", params={"filters": [["is_active", "!=", "yes"]]},
-                           token=admin_token)
+    status, data = api.get(
+        "users", params={"filters": [["is_active", "!=", "yes"]]}, token=admin_token
+    )
     assert [u["username"] for u in data["items"]] == ["inactive"]
-    assert_error(*api.get("users", params={"filters": [["is_active", "<", "t"]]},
-                          token=admin_token),
-                 422, "Invalid operator '<' for boolean attribute 'is_active'")
-    assert_error(*api.get("users", params={"filters": [["is_active", "=", "maybe"]]},
-                          token=admin_token), 422)
+    assert_error(
+        *api.get("users", params={"filters": [["is_active", "<", "t"]]}, token=admin_token),
+        422,
+        "Invalid operator '<' for boolean attribute 'is_active'",
+    )
+    assert_error(
+        *api.get("users", params={"filters": [["is_active", "=", "maybe"]]}, token=admin_token), 422
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,8 +120,10 @@ def test_boolean_columns(api, make_user):
         ([["nope", "=", "x"]], "Invalid attribute 'nope' in filter"),
         ([[7, "=", "x"]], "Invalid attribute 7 in filter"),
         ([["name", "in", "alpha"]], "Invalid operand type 'string' for 'in' operator in filters"),
-        ([["name", "not in", {"a": 1}]],
-         "Invalid operand type 'object' for 'not in' operator in filters"),
+        (
+            [["name", "not in", {"a": 1}]],
+            "Invalid operand type 'object' for 'not in' operator in filters",
+        ),
         ([["created_at", "like", "2020%"]], "Invalid attribute 'created_at' in filter"),
         ([["created_at", ">", "yesterday-ish"]], None),
         ([["id", "=", "abc"]], None),
@@ -134,9 +146,13 @@ def test_filter_errors(api, links, client, filters, message):
 
 def test_token_hash_is_never_filterable(api, active):
     _, token = active
-    assert_error(*api.get("api_client_authorizations",
-                          params={"filters": [["token_hash", "=", "x"]]}, token=token), 422,
-                 "Invalid attribute 'token_hash' in filter")
+    assert_error(
+        *api.get(
+            "api_client_authorizations", params={"filters": [["token_hash", "=", "x"]]}, token=token
+        ),
+        422,
+        "Invalid attribute 'token_hash' in filter",
+    )
 
 
 def test_where(api, links):
@@ -153,8 +169,11 @@ def test_where(api, links):
     assert where({"name": ["contains", "amm"]}) == ["gamma_1"]
     assert where({"any": ["contains", "GAMMA"]}) == ["gamma_1"]
     assert where({"no_such_column": 1, "link_class": "note"}) == ["None", "delta%"]
-    assert_error(*api.get("links", params={"where": "[1]"}, token=token), 422,
-                 'Could not parse "where" param as an object')
+    assert_error(
+        *api.get("links", params={"where": "[1]"}, token=token),
+        422,
+        'Could not parse "where" param as an object',
+    )
 
 
 def test_order(api, links):
@@ -178,14 +197,21 @@ def test_order(api, links):
 
 def test_select(api, links):
     token, made = links
-    status, data = api.get("links", params={"select": ["uuid", "name", "etag", "href"]},
-                           token=token)
+    status, data = api.get(
+        "links", params={"select": ["uuid", "name", "etag", "href"]}, token=token
+    )
     assert status == 200
     assert all(set(i) == {"kind", "uuid", "name"} for i in data["items"])
-    assert_error(*api.get("links", params={"select": ["uuid", "nope"]}, token=token), 422,
-                 'Invalid attribute(s): ["nope"]')
-    assert_error(*api.get("links", params={"select": []}, token=token), 422,
-                 "Attribute selection list cannot be empty")
+    assert_error(
+        *api.get("links", params={"select": ["uuid", "nope"]}, token=token),
+        422,
+        'Invalid attribute(s): ["nope"]',
+    )
+    assert_error(
+        *api.get("links", params={"select": []}, token=token),
+        422,
+        "Attribute selection list cannot be empty",
+    )
 
 
 def test_limit_offset_count(api, links, settings):
@@ -201,12 +227,21 @@ def test_limit_offset_count(api, links, settings):
     settings.CRUNCH_MAX_ITEMS_PER_RESPONSE = 3
     assert api.ok("GET", "links", params={"limit": 1000}, token=token)["limit"] == 3
     for bad in ("-1", "1.5", "abc", True):
-        assert_error(*api.get("links", params={"limit": bad}, token=token), 422,
-                     "Invalid value for limit parameter")
-        assert_error(*api.get("links", params={"offset": bad}, token=token), 422,
-                     "Invalid value for offset parameter")
-    assert_error(*api.get("links", params={"count": "some"}, token=token), 422,
-                 "count parameter must be 'exact' or 'none'")
+        assert_error(
+            *api.get("links", params={"limit": bad}, token=token),
+            422,
+            "Invalid value for limit parameter",
+        )
+        assert_error(
+            *api.get("links", params={"offset": bad}, token=token),
+            422,
+            "Invalid value for offset parameter",
+        )
+    assert_error(
+        *api.get("links", params={"count": "some"}, token=token),
+        422,
+        "count parameter must be 'exact' or 'none'",
+    )
 
 
 @pytest.mark.parametrize("value", ["true", "1", 1, True, "false", "0", 0, False])
@@ -218,16 +253,25 @@ def test_distinct_accepts_booleans(api, links, value):
 @pytest.mark.parametrize("value", ["yes", "2", "TRUE "])
 def test_distinct_rejects_other_values(api, links, value):
     token, _ = links
-    assert_error(*api.get("links", params={"distinct": value}, token=token), 422,
-                 "distinct parameter must be a boolean, true or false")
+    assert_error(
+        *api.get("links", params={"distinct": value}, token=token),
+        422,
+        "distinct parameter must be a boolean, true or false",
+    )
 
 
 def test_distinct_over_selected_columns(api, links):
     token, made = links
-    data = api.ok("GET", "links", params={"select": ["link_class"], "distinct": True,
-                                          "order": ["link_class asc"]}, token=token)
-    assert data["items"] == [{"kind": "arvados#link", "link_class": "note"},
-                             {"kind": "arvados#link", "link_class": "tag"}]
+    data = api.ok(
+        "GET",
+        "links",
+        params={"select": ["link_class"], "distinct": True, "order": ["link_class asc"]},
+        token=token,
+    )
+    assert data["items"] == [
+        {"kind": "arvados#link", "link_class": "note"},
+        {"kind": "arvados#link", "link_class": "tag"},
+    ]
     assert data["items_available"] == 2
     # without distinct every row comes back
     data = api.ok("GET", "links", params={"select": ["link_class"]}, token=token)

@@ -12,29 +12,61 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.django_db
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
     # Characters databases treat specially, often enough to be tried every run.
     | st.sampled_from(["\x00", "a\x00b", "%", "_", "\\", "'", "9999-12-31", "2**70"]),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
-attribute = st.sampled_from(["name", "link_class", "uuid", "created_at", "id", "properties",
-                             "any", "head_uuid", "bogus", "owner_uuid"])
-operator = st.sampled_from(["=", "!=", "<", "<=", ">", ">=", "like", "ilike", "in", "not in",
-                            "is_a", "@@", "exists", "IN", "contains"])
-filter_triples = st.lists(st.tuples(attribute | json_values, operator | json_values,
-                                    json_values).map(list), max_size=3)
-param_value = (
-    json_values.map(json.dumps)
-    | st.text(max_size=30)
-    | filter_triples.map(json.dumps)
+attribute = st.sampled_from(
+    [
+        "name",
+        "link_class",
+        "uuid",
+        "created_at",
+        "id",
+        "properties",
+        "any",
+        "head_uuid",
+        "bogus",
+        "owner_uuid",
+    ]
 )
+operator = st.sampled_from(
+    [
+        "=",
+        "!=",
+        "<",
+        "<=",
+        ">",
+        ">=",
+        "like",
+        "ilike",
+        "in",
+        "not in",
+        "is_a",
+        "@@",
+        "exists",
+        "IN",
+        "contains",
+    ]
+)
+filter_triples = st.lists(
+    st.tuples(attribute | json_values, operator | json_values, json_values).map(list), max_size=3
+)
+param_value = json_values.map(json.dumps) | st.text(max_size=30) | filter_triples.map(json.dumps)
 
-FUZZ_SETTINGS = settings(max_examples=60, deadline=None,
-                         suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                HealthCheck.too_slow])
+FUZZ_SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def check(response):
@@ -48,38 +80,83 @@ def check(response):
 
 
 @FUZZ_SETTINGS
-@given(params=st.dictionaries(
-    st.sampled_from(["filters", "order", "select", "where", "limit", "offset", "count",
-                     "distinct", "reader_tokens"]),
-    param_value, max_size=5))
+@given(
+    params=st.dictionaries(
+        st.sampled_from(
+            [
+                "filters",
+                "order",
+                "select",
+                "where",
+                "limit",
+                "offset",
+                "count",
+                "distinct",
+                "reader_tokens",
+            ]
+        ),
+        param_value,
+        max_size=5,
+    )
+)
 def test_list_parameters_never_5xx(client, active, params):
     _, token = active
     for resource in ("links", "collections", "users", "repositories", "groups"):
-        check(client.get(f"/arvados/v1/{resource}", params,
-                         HTTP_AUTHORIZATION=f"Bearer {token}"))
+        check(client.get(f"/arvados/v1/{resource}", params, HTTP_AUTHORIZATION=f"Bearer {token}"))
 
 
 @FUZZ_SETTINGS
 @given(filters=filter_triples)
 def test_structured_filters_never_5xx(client, active, filters):
     _, token = active
-    check(client.get("/arvados/v1/links", {"filters": json.dumps(filters)},
-                     HTTP_AUTHORIZATION=f"Bearer {token}"))
+    check(
+        client.get(
+            "/arvados/v1/links",
+            {"filters": json.dumps(filters)},
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+    )
 
 
 @FUZZ_SETTINGS
-@given(body=json_values | st.dictionaries(
-    st.sampled_from(["link", "collection", "group", "repository", "user"]),
-    json_values | st.dictionaries(
-        st.sampled_from(["name", "link_class", "properties", "owner_uuid", "uuid", "head_uuid",
-                         "manifest_text", "tail_uuid", "group_class", "username", "bogus"]),
-        json_values, max_size=4),
-    max_size=2))
+@given(
+    body=json_values
+    | st.dictionaries(
+        st.sampled_from(["link", "collection", "group", "repository", "user"]),
+        json_values
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "name",
+                    "link_class",
+                    "properties",
+                    "owner_uuid",
+                    "uuid",
+                    "head_uuid",
+                    "manifest_text",
+                    "tail_uuid",
+                    "group_class",
+                    "username",
+                    "bogus",
+                ]
+            ),
+            json_values,
+            max_size=4,
+        ),
+        max_size=2,
+    )
+)
 def test_bodies_never_5xx(client, active, body):
     _, token = active
     for resource in ("links", "collections", "groups", "repositories"):
-        check(client.post(f"/arvados/v1/{resource}", data=json.dumps(body),
-                          content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"))
+        check(
+            client.post(
+                f"/arvados/v1/{resource}",
+                data=json.dumps(body),
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Bearer {token}",
+            )
+        )
 
 
 @FUZZ_SETTINGS
@@ -87,8 +164,14 @@ def test_bodies_never_5xx(client, active, body):
 def test_raw_bodies_never_5xx(client, active, raw):
     _, token = active
     for content_type in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
-        check(client.post("/arvados/v1/links", data=raw, content_type=content_type,
-                          HTTP_AUTHORIZATION=f"Bearer {token}"))
+        check(
+            client.post(
+                "/arvados/v1/links",
+                data=raw,
+                content_type=content_type,
+                HTTP_AUTHORIZATION=f"Bearer {token}",
+            )
+        )
 
 
 # Operands that PostgreSQL rejects or that overflow its types: found by hand, kept as cases.
@@ -108,6 +191,8 @@ HOSTILE = [
     {"where": json.dumps({"id": 2**70})},
     {"order": "\x00"},
 ]
+
+
 @pytest.mark.parametrize("params", HOSTILE)
 def test_database_hostile_operands_are_plain_422s(client, active, params):
     _, token = active

@@ -47,12 +47,16 @@ def server(live_server: Any, tmp_path: Path) -> Iterator[Server]:
 def foo(api: Any, active: tuple[Any, str], server: Server) -> dict[str, Any]:
     """`active/foo`, created through the API and filled with the example by `git push`."""
     user, token = active
-    created = api.ok("POST", "repositories", body={"repository": {"name": "active/foo"}},
-                     token=token)
+    created = api.ok(
+        "POST", "repositories", body={"repository": {"name": "active/foo"}}, token=token
+    )
     example = build_example(server.tmp / "example")
     # The clone URL the API hands out is the one git uses.
-    got = requests.get(f"{server.url}/arvados/v1/repositories/{created['uuid']}",
-                       headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    got = requests.get(
+        f"{server.url}/arvados/v1/repositories/{created['uuid']}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert got.status_code == 200, got.text
     clone_url = got.json()["clone_urls"][0]
     assert clone_url == f"{server.url}/git/active/foo.git"
@@ -62,8 +66,19 @@ def foo(api: Any, active: tuple[Any, str], server: Server) -> dict[str, Any]:
 
 
 def link(api: Any, owner_token: str, user: Any, head_uuid: str, name: str) -> None:
-    api.ok("POST", "links", token=owner_token, body={"link": {
-        "link_class": "permission", "name": name, "tail_uuid": user.uuid, "head_uuid": head_uuid}})
+    api.ok(
+        "POST",
+        "links",
+        token=owner_token,
+        body={
+            "link": {
+                "link_class": "permission",
+                "name": name,
+                "tail_uuid": user.uuid,
+                "head_uuid": head_uuid,
+            }
+        },
+    )
 
 
 def test_owner_push_and_clone(server: Server, foo: dict[str, Any]) -> None:
@@ -74,8 +89,9 @@ def test_owner_push_and_clone(server: Server, foo: dict[str, Any]) -> None:
     proc = server.clone(server.repo_url(foo["token"]), "owner-clone")
     assert proc.returncode == 0, proc.stderr
     cloned = server.tmp / "owner-clone"
-    assert run_git(server.env, "rev-parse", "origin/b1", "origin/master", "tag1",
-                   cwd=cloned).stdout.split() == [ex.c4, ex.c3, ex.c2]
+    assert run_git(
+        server.env, "rev-parse", "origin/b1", "origin/master", "tag1", cwd=cloned
+    ).stdout.split() == [ex.c4, ex.c3, ex.c2]
     remote = run_git(server.env, "ls-remote", server.repo_url(foo["token"])).stdout
     assert f"{ex.c4}\trefs/heads/b1" in remote
     assert f"{ex.c3}\trefs/heads/master" in remote
@@ -88,8 +104,9 @@ def test_owner_push_and_clone(server: Server, foo: dict[str, Any]) -> None:
     assert run_git(server.env, "rev-parse", "origin/b1", cwd=cloned).stdout.strip() == c5
 
 
-def test_clone_with_can_read_permission(server: Server, foo: dict[str, Any], api: Any,
-                                        make_user: Any) -> None:
+def test_clone_with_can_read_permission(
+    server: Server, foo: dict[str, Any], api: Any, make_user: Any
+) -> None:
     reader, reader_token = make_user("reader")
     proc = server.clone(server.repo_url(reader_token), "denied-clone")
     assert proc.returncode != 0
@@ -109,8 +126,9 @@ def test_clone_with_can_read_permission(server: Server, foo: dict[str, Any], api
     assert "403" in proc.stderr
     remote = run_git(server.env, "ls-remote", server.repo_url(foo["token"]), "b1").stdout
     assert remote.split()[0] == ex.c4
-    status = api.client.get("/git/active/foo.git/info/refs",
-                            {"service": "git-receive-pack"}, **basic(reader_token))
+    status = api.client.get(
+        "/git/active/foo.git/info/refs", {"service": "git-receive-pack"}, **basic(reader_token)
+    )
     assert status.status_code == 403
 
     # can_write lets them push.
@@ -119,18 +137,19 @@ def test_clone_with_can_read_permission(server: Server, foo: dict[str, Any], api
     assert proc.returncode == 0, proc.stderr
 
 
-def test_no_permission_looks_missing(server: Server, foo: dict[str, Any], api: Any,
-                                     make_user: Any) -> None:
+def test_no_permission_looks_missing(
+    server: Server, foo: dict[str, Any], api: Any, make_user: Any
+) -> None:
     _, stranger_token = make_user("stranger")
     proc = server.clone(server.repo_url(stranger_token), "stranger-clone")
     assert proc.returncode != 0
     assert not (server.tmp / "stranger-clone").exists()
     for query in ({"service": "git-upload-pack"}, {"service": "git-receive-pack"}):
-        response = api.client.get("/git/active/foo.git/info/refs", query,
-                                  **basic(stranger_token))
+        response = api.client.get("/git/active/foo.git/info/refs", query, **basic(stranger_token))
         assert response.status_code == 404
-    response = api.client.get("/git/active/nosuch.git/info/refs",
-                              {"service": "git-upload-pack"}, **basic(foo["token"]))
+    response = api.client.get(
+        "/git/active/nosuch.git/info/refs", {"service": "git-upload-pack"}, **basic(foo["token"])
+    )
     assert response.status_code == 404
 
 
@@ -140,10 +159,16 @@ def test_bad_credentials(server: Server, foo: dict[str, Any], api: Any) -> None:
     assert "Authentication failed" in proc.stderr
     proc = server.clone(server.repo_url(None), "anonymous-clone")
     assert proc.returncode != 0
-    for headers in ({}, basic("0" * 50), {"HTTP_AUTHORIZATION": "Basic !!!"},
-                    {"HTTP_AUTHORIZATION": "Bearer nope"}, basic("")):
-        response = api.client.get("/git/active/foo.git/info/refs",
-                                  {"service": "git-upload-pack"}, **headers)
+    for headers in (
+        {},
+        basic("0" * 50),
+        {"HTTP_AUTHORIZATION": "Basic !!!"},
+        {"HTTP_AUTHORIZATION": "Bearer nope"},
+        basic(""),
+    ):
+        response = api.client.get(
+            "/git/active/foo.git/info/refs", {"service": "git-upload-pack"}, **headers
+        )
         assert response.status_code == 401
         assert response["WWW-Authenticate"] == 'Basic realm="crunch git"'
 
@@ -156,8 +181,9 @@ def test_token_header_schemes(foo: dict[str, Any], api: Any) -> None:
         {"HTTP_AUTHORIZATION": f"Bearer {foo['token']}"},
         {"HTTP_AUTHORIZATION": f"OAuth2 {foo['token']}"},
     ):
-        response = api.client.get("/git/active/foo.git/info/refs",
-                                  {"service": "git-upload-pack"}, **headers)
+        response = api.client.get(
+            "/git/active/foo.git/info/refs", {"service": "git-upload-pack"}, **headers
+        )
         assert response.status_code == 200
         assert response["Content-Type"] == "application/x-git-upload-pack-advertisement"
         body = b"".join(response.streaming_content)
@@ -165,8 +191,12 @@ def test_token_header_schemes(foo: dict[str, Any], api: Any) -> None:
 
 
 def test_protocol_v2_header_is_passed(foo: dict[str, Any], api: Any) -> None:
-    response = api.client.get("/git/active/foo.git/info/refs", {"service": "git-upload-pack"},
-                              HTTP_GIT_PROTOCOL="version=2", **basic(foo["token"]))
+    response = api.client.get(
+        "/git/active/foo.git/info/refs",
+        {"service": "git-upload-pack"},
+        HTTP_GIT_PROTOCOL="version=2",
+        **basic(foo["token"]),
+    )
     assert response.status_code == 200
     assert b"version 2" in b"".join(response.streaming_content)
 
@@ -184,7 +214,8 @@ def test_upload_pack_request_body(foo: dict[str, Any], api: Any, compressed: boo
         "/git/active/foo.git/git-upload-pack",
         data=gzip.compress(request) if compressed else request,
         content_type="application/x-git-upload-pack-request",
-        **extra, **basic(foo["token"]),
+        **extra,
+        **basic(foo["token"]),
     )
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-git-upload-pack-result"
@@ -197,11 +228,13 @@ def test_push_needs_an_active_user(server: Server, foo: dict[str, Any], api: Any
     user = foo["user"]
     user.is_active = False
     user.save()
-    response = api.client.get("/git/active/foo.git/info/refs",
-                              {"service": "git-receive-pack"}, **basic(foo["token"]))
+    response = api.client.get(
+        "/git/active/foo.git/info/refs", {"service": "git-receive-pack"}, **basic(foo["token"])
+    )
     assert response.status_code == 403
-    response = api.client.get("/git/active/foo.git/info/refs",
-                              {"service": "git-upload-pack"}, **basic(foo["token"]))
+    response = api.client.get(
+        "/git/active/foo.git/info/refs", {"service": "git-upload-pack"}, **basic(foo["token"])
+    )
     assert response.status_code == 200  # inactive users can still read
 
 
@@ -209,31 +242,36 @@ def test_token_scopes_apply(foo: dict[str, Any], api: Any, make_user: Any) -> No
     from jobs.services.tokens import token_create
 
     narrow = token_create(user=foo["user"], scopes=["GET /arvados/v1/jobs"]).api_token
-    response = api.client.get("/git/active/foo.git/info/refs",
-                              {"service": "git-upload-pack"}, **basic(narrow or ""))
+    response = api.client.get(
+        "/git/active/foo.git/info/refs", {"service": "git-upload-pack"}, **basic(narrow or "")
+    )
     assert response.status_code == 403
     git_only = token_create(user=foo["user"], scopes=["GET /git/"]).api_token
-    response = api.client.get("/git/active/foo.git/info/refs",
-                              {"service": "git-upload-pack"}, **basic(git_only or ""))
+    response = api.client.get(
+        "/git/active/foo.git/info/refs", {"service": "git-upload-pack"}, **basic(git_only or "")
+    )
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("path", [
-    "/git/active/foo.git/config",
-    "/git/active/foo.git/description",
-    "/git/active/foo.git/hooks/pre-receive",
-    "/git/active/foo.git/objects/../config",
-    "/git/active/foo.git/info/refs/../../config",
-    "/git/active/foo.git/info/refs?service=git-shell",
-    "/git/active/foo.git/info/refs?service=",
-    "/git/active/foo.git/objects/xx/yy",
-    "/git/active/foo.git/",
-    "/git/active/foo.git/git-upload-pack/extra",
-    "/git/active/foo.git/info/refs%0a",
-    "/git/--upload-pack=touch%20x.git/info/refs?service=git-upload-pack",
-    "/git/..%2F..%2Fetc.git/info/refs?service=git-upload-pack",
-    "/git/active/foo/info/refs?service=git-upload-pack",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/git/active/foo.git/config",
+        "/git/active/foo.git/description",
+        "/git/active/foo.git/hooks/pre-receive",
+        "/git/active/foo.git/objects/../config",
+        "/git/active/foo.git/info/refs/../../config",
+        "/git/active/foo.git/info/refs?service=git-shell",
+        "/git/active/foo.git/info/refs?service=",
+        "/git/active/foo.git/objects/xx/yy",
+        "/git/active/foo.git/",
+        "/git/active/foo.git/git-upload-pack/extra",
+        "/git/active/foo.git/info/refs%0a",
+        "/git/--upload-pack=touch%20x.git/info/refs?service=git-upload-pack",
+        "/git/..%2F..%2Fetc.git/info/refs?service=git-upload-pack",
+        "/git/active/foo/info/refs?service=git-upload-pack",
+    ],
+)
 def test_only_git_paths_are_served(foo: dict[str, Any], api: Any, path: str) -> None:
     response = api.client.get(path, **basic(foo["token"]))
     assert response.status_code == 404
@@ -243,24 +281,30 @@ def test_git_paths_are_not_csrf_protected(foo: dict[str, Any]) -> None:
     from django.test import Client
 
     client = Client(enforce_csrf_checks=True)
-    response = client.post("/git/active/foo.git/git-upload-pack", data=b"0000",
-                           content_type="application/x-git-upload-pack-request",
-                           **basic(foo["token"]))
+    response = client.post(
+        "/git/active/foo.git/git-upload-pack",
+        data=b"0000",
+        content_type="application/x-git-upload-pack-request",
+        **basic(foo["token"]),
+    )
     assert response.status_code == 200
     b"".join(response.streaming_content)
 
 
-def test_dumb_paths_need_read_permission(foo: dict[str, Any], api: Any,
-                                         make_user: Any) -> None:
+def test_dumb_paths_need_read_permission(foo: dict[str, Any], api: Any, make_user: Any) -> None:
     _, stranger_token = make_user("stranger")
-    assert api.client.get("/git/active/foo.git/HEAD", **basic(stranger_token)).status_code \
-        == 404
+    assert api.client.get("/git/active/foo.git/HEAD", **basic(stranger_token)).status_code == 404
     # The push pointed HEAD at master (main was never pushed); then point it at b1.
     response = api.client.get("/git/active/foo.git/HEAD", **basic(foo["token"]))
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == b"ref: refs/heads/master\n"
-    run_git(foo["example"].env, f"--git-dir={git.repository_path(foo['uuid'])}",
-            "symbolic-ref", "HEAD", "refs/heads/b1")
+    run_git(
+        foo["example"].env,
+        f"--git-dir={git.repository_path(foo['uuid'])}",
+        "symbolic-ref",
+        "HEAD",
+        "refs/heads/b1",
+    )
     response = api.client.get("/git/active/foo.git/HEAD", **basic(foo["token"]))
     assert b"".join(response.streaming_content) == b"ref: refs/heads/b1\n"
 
@@ -268,18 +312,17 @@ def test_dumb_paths_need_read_permission(foo: dict[str, Any], api: Any,
 def test_head_names_a_pushed_branch(server: Server, foo: dict[str, Any]) -> None:
     # A new repository's HEAD names `main`; the example pushed only b1 and master.
     bare = git.repository_path(foo["uuid"])
-    assert in_bare(foo["example"].env, bare, "symbolic-ref", "HEAD").strip() == \
-        "refs/heads/master"
+    assert in_bare(foo["example"].env, bare, "symbolic-ref", "HEAD").strip() == "refs/heads/master"
     proc = server.clone(server.repo_url(foo["token"]), "head-clone")
     assert proc.returncode == 0 and "nonexistent ref" not in proc.stderr, proc.stderr
     assert (server.tmp / "head-clone" / "file.txt").read_text() == "C3\n"
 
 
-def test_head_follows_the_only_branch(server: Server, api: Any,
-                                      active: tuple[Any, str]) -> None:
+def test_head_follows_the_only_branch(server: Server, api: Any, active: tuple[Any, str]) -> None:
     _, token = active
-    created = api.ok("POST", "repositories", body={"repository": {"name": "active/solo"}},
-                     token=token)
+    created = api.ok(
+        "POST", "repositories", body={"repository": {"name": "active/solo"}}, token=token
+    )
     example = build_example(server.tmp / "solo")
     example.git("push", "-q", server.repo_url(token, "active/solo"), "b1:refs/heads/feature")
     bare = git.repository_path(created["uuid"])

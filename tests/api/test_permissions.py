@@ -14,8 +14,9 @@ def make_link(api, token, **attrs):
 
 
 def grant(api, token, tail, head, level):
-    return make_link(api, token, link_class="permission", name=level, tail_uuid=tail,
-                     head_uuid=head)
+    return make_link(
+        api, token, link_class="permission", name=level, tail_uuid=tail, head_uuid=head
+    )
 
 
 @pytest.fixture
@@ -34,8 +35,9 @@ def test_owner_reads_and_writes_stranger_sees_nothing(api, three):
     assert_error(*api.delete(f"links/{link['uuid']}", token=st), 404)
 
 
-@pytest.mark.parametrize(("level", "can_write"),
-                         [("can_read", False), ("can_write", True), ("can_manage", True)])
+@pytest.mark.parametrize(
+    ("level", "can_write"), [("can_read", False), ("can_write", True), ("can_manage", True)]
+)
 def test_direct_permission_link(api, three, level, can_write):
     (owner, ot), (friend, ft), _ = three
     link = make_link(api, ot, link_class="tag", name="shared")
@@ -51,8 +53,9 @@ def test_direct_permission_link(api, three, level, can_write):
 def test_group_membership_grants_what_the_group_can(api, three, admin):
     (owner, ot), (friend, ft), (stranger, st) = three
     _, at = admin
-    group = api.ok("POST", "groups", body={"group": {"name": "lab", "group_class": "role"}},
-                   token=ot)
+    group = api.ok(
+        "POST", "groups", body={"group": {"name": "lab", "group_class": "role"}}, token=ot
+    )
     link = make_link(api, ot, link_class="tag", name="lab-thing")
     # the group can write the link; friend is a member (can_read on the group)
     grant(api, ot, group["uuid"], link["uuid"], "can_write")
@@ -65,13 +68,16 @@ def test_group_membership_grants_what_the_group_can(api, three, admin):
 
 def test_objects_owned_by_a_group_are_readable_by_its_members(api, three):
     (owner, ot), (friend, ft), (stranger, st) = three
-    project = api.ok("POST", "groups", body={"group": {"name": "p", "group_class": "project"}},
-                     token=ot)
+    project = api.ok(
+        "POST", "groups", body={"group": {"name": "p", "group_class": "project"}}, token=ot
+    )
     thing = make_link(api, ot, link_class="tag", name="in-project", owner_uuid=project["uuid"])
     grant(api, ot, friend.uuid, project["uuid"], "can_write")
     assert api.get(f"links/{thing['uuid']}", token=ft)[0] == 200
-    assert api.ok("PUT", f"links/{thing['uuid']}", body={"link": {"name": "y"}},
-                  token=ft)["name"] == "y"
+    assert (
+        api.ok("PUT", f"links/{thing['uuid']}", body={"link": {"name": "y"}}, token=ft)["name"]
+        == "y"
+    )
     assert api.get(f"links/{thing['uuid']}", token=st)[0] == 404
 
 
@@ -80,50 +86,82 @@ def test_admin_reads_and_writes_everything(api, three, admin):
     _, at = admin
     link = make_link(api, ot, link_class="tag", name="x")
     assert api.get(f"links/{link['uuid']}", token=at)[0] == 200
-    assert api.ok("PUT", f"links/{link['uuid']}", body={"link": {"name": "admin"}},
-                  token=at)["name"] == "admin"
+    assert (
+        api.ok("PUT", f"links/{link['uuid']}", body={"link": {"name": "admin"}}, token=at)["name"]
+        == "admin"
+    )
 
 
 def test_only_managers_may_grant_permission(api, three):
     (owner, ot), (friend, ft), (stranger, st) = three
     link = make_link(api, ot, link_class="tag")
     grant(api, ot, friend.uuid, link["uuid"], "can_write")
-    status, data = api.post("links", body={"link": {
-        "link_class": "permission", "name": "can_read", "tail_uuid": stranger.uuid,
-        "head_uuid": link["uuid"]}}, token=ft)
+    status, data = api.post(
+        "links",
+        body={
+            "link": {
+                "link_class": "permission",
+                "name": "can_read",
+                "tail_uuid": stranger.uuid,
+                "head_uuid": link["uuid"],
+            }
+        },
+        token=ft,
+    )
     assert_error(status, data, 403)
     grant(api, ot, friend.uuid, link["uuid"], "can_manage")
     grant(api, ft, stranger.uuid, link["uuid"], "can_read")
     assert api.get(f"links/{link['uuid']}", token=st)[0] == 200
 
 
-@pytest.mark.parametrize(("attrs", "message"), [
-    ({"name": "can_fly"}, "name must be can_read, can_write or can_manage for permission links"),
-    ({"tail_uuid": "zzzzz-4zz18-aaaaaaaaaaaaaaa"},
-     "tail_uuid of a permission link must be a user or group uuid"),
-])
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        (
+            {"name": "can_fly"},
+            "name must be can_read, can_write or can_manage for permission links",
+        ),
+        (
+            {"tail_uuid": "zzzzz-4zz18-aaaaaaaaaaaaaaa"},
+            "tail_uuid of a permission link must be a user or group uuid",
+        ),
+    ],
+)
 def test_permission_link_validation(api, three, attrs, message):
     (owner, ot), (friend, _), _ = three
-    body = {"link_class": "permission", "name": "can_read", "tail_uuid": friend.uuid,
-            "head_uuid": owner.uuid} | attrs
+    body = {
+        "link_class": "permission",
+        "name": "can_read",
+        "tail_uuid": friend.uuid,
+        "head_uuid": owner.uuid,
+    } | attrs
     assert_error(*api.post("links", body={"link": body}, token=ot), 422, message)
 
 
 def test_owner_rules(api, three):
     (owner, ot), (friend, ft), _ = three
-    assert_error(*api.post("links", body={"link": {"link_class": "t",
-                                                   "owner_uuid": "zzzzz-4zz18-aaaaaaaaaaaaaaa"}},
-                           token=ot), 403, "Owner uuid must be set to User or Group")
-    status, data = api.post("links", body={"link": {"link_class": "t",
-                                                    "owner_uuid": friend.uuid}}, token=ot)
+    assert_error(
+        *api.post(
+            "links",
+            body={"link": {"link_class": "t", "owner_uuid": "zzzzz-4zz18-aaaaaaaaaaaaaaa"}},
+            token=ot,
+        ),
+        403,
+        "Owner uuid must be set to User or Group",
+    )
+    status, data = api.post(
+        "links", body={"link": {"link_class": "t", "owner_uuid": friend.uuid}}, token=ot
+    )
     assert_error(status, data, 403)
     # changing the owner needs write permission on old and new owner
     link = make_link(api, ot, link_class="t")
-    assert_error(*api.put(f"links/{link['uuid']}", body={"link": {"owner_uuid": friend.uuid}},
-                          token=ot), 403)
+    assert_error(
+        *api.put(f"links/{link['uuid']}", body={"link": {"owner_uuid": friend.uuid}}, token=ot), 403
+    )
     grant(api, ft, owner.uuid, friend.uuid, "can_write")
-    moved = api.ok("PUT", f"links/{link['uuid']}", body={"link": {"owner_uuid": friend.uuid}},
-                   token=ot)
+    moved = api.ok(
+        "PUT", f"links/{link['uuid']}", body={"link": {"owner_uuid": friend.uuid}}, token=ot
+    )
     assert moved["owner_uuid"] == friend.uuid
 
 
@@ -131,16 +169,23 @@ def test_group_ownership_cycle_is_refused(api, three):
     (owner, ot), _, _ = three
     a = api.ok("POST", "groups", body={"group": {"name": "a"}}, token=ot)
     b = api.ok("POST", "groups", body={"group": {"name": "b", "owner_uuid": a["uuid"]}}, token=ot)
-    assert_error(*api.put(f"groups/{a['uuid']}", body={"group": {"owner_uuid": b["uuid"]}},
-                          token=ot), 403, "Owner uuid would create an ownership cycle")
+    assert_error(
+        *api.put(f"groups/{a['uuid']}", body={"group": {"owner_uuid": b["uuid"]}}, token=ot),
+        403,
+        "Owner uuid would create an ownership cycle",
+    )
 
 
 def test_default_owner(api, make_user, admin):
     _, at = admin
     user, token = make_user("withdefault")
     group = api.ok("POST", "groups", body={"group": {"name": "home"}}, token=token)
-    api.ok("PUT", f"users/{user.uuid}", body={"user": {"default_owner_uuid": group["uuid"]}},
-           token=token)
+    api.ok(
+        "PUT",
+        f"users/{user.uuid}",
+        body={"user": {"default_owner_uuid": group["uuid"]}},
+        token=token,
+    )
     link = make_link(api, token, link_class="t")
     assert link["owner_uuid"] == group["uuid"]
 
@@ -152,8 +197,7 @@ def test_inactive_user_reads_but_cannot_write(api, make_user):
     user.save()
     assert api.get(f"links/{link['uuid']}", token=token)[0] == 200
     assert_error(*api.post("links", body={"link": {"link_class": "t"}}, token=token), 403)
-    assert_error(*api.put(f"links/{link['uuid']}", body={"link": {"name": "n"}}, token=token),
-                 403)
+    assert_error(*api.put(f"links/{link['uuid']}", body={"link": {"name": "n"}}, token=token), 403)
     assert_error(*api.delete(f"links/{link['uuid']}", token=token), 403)
 
 
@@ -161,16 +205,22 @@ def test_users_may_edit_themselves_but_not_their_privileges(api, make_user, admi
     user, token = make_user("plain")
     other, _ = make_user("other")
     admin_user, at = admin
-    assert api.ok("PUT", f"users/{user.uuid}", body={"user": {"first_name": "P"}},
-                  token=token)["first_name"] == "P"
+    assert (
+        api.ok("PUT", f"users/{user.uuid}", body={"user": {"first_name": "P"}}, token=token)[
+            "first_name"
+        ]
+        == "P"
+    )
     for attrs in ({"is_admin": True}, {"is_active": False}, {"username": "boss"}):
         assert_error(*api.put(f"users/{user.uuid}", body={"user": attrs}, token=token), 403)
     # other users are readable? No: they are neither owned nor shared
     assert api.get(f"users/{other.uuid}", token=token)[0] == 404
     assert_error(*api.post("users", body={"user": {"username": "new"}}, token=token), 403)
     # admins may change privileges and create users
-    assert api.ok("PUT", f"users/{user.uuid}", body={"user": {"is_admin": True}},
-                  token=at)["is_admin"] is True
+    assert (
+        api.ok("PUT", f"users/{user.uuid}", body={"user": {"is_admin": True}}, token=at)["is_admin"]
+        is True
+    )
     created = api.ok("POST", "users", body={"user": {"username": "fresh"}}, token=at)
     assert created["username"] == "fresh" and created["uuid"].startswith("zzzzz-tpzed-")
     assert_error(*api.post("users", body={"user": {"username": "fresh"}}, token=at), 422)

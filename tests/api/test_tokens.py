@@ -32,8 +32,7 @@ def test_token_parameter(client, active, name):
 def test_v2_token_form(client, active):
     user, token = active
     auth = ApiClientAuthorization.objects.get(token_hash=token_hash(token))
-    r = client.get("/arvados/v1/users/current",
-                   HTTP_AUTHORIZATION=f"Bearer v2/{auth.uuid}/{token}")
+    r = client.get("/arvados/v1/users/current", HTTP_AUTHORIZATION=f"Bearer v2/{auth.uuid}/{token}")
     assert r.json()["uuid"] == user.uuid
 
 
@@ -54,22 +53,26 @@ def test_expired_token(api, active):
 
 def test_last_used_is_recorded(client, active):
     _, token = active
-    client.get("/arvados/v1/users/current", HTTP_AUTHORIZATION=f"Bearer {token}",
-               HTTP_X_REAL_IP="10.1.2.3")
+    client.get(
+        "/arvados/v1/users/current", HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_X_REAL_IP="10.1.2.3"
+    )
     auth = ApiClientAuthorization.objects.get(token_hash=token_hash(token))
     assert auth.last_used_at is not None
     assert auth.last_used_by_ip_address == "10.1.2.3"
 
 
-@pytest.mark.parametrize(("scopes", "method", "path", "allowed"), [
-    (["all"], "GET", "links", True),
-    (["GET /arvados/v1/links"], "GET", "links", True),
-    (["GET /arvados/v1/links"], "GET", "users/current", False),
-    (["GET /arvados/v1/"], "GET", "users/current", True),
-    (["GET /arvados/v1/"], "POST", "links", False),
-    (["POST /arvados/v1/links"], "POST", "links", True),
-    ([], "GET", "links", False),
-])
+@pytest.mark.parametrize(
+    ("scopes", "method", "path", "allowed"),
+    [
+        (["all"], "GET", "links", True),
+        (["GET /arvados/v1/links"], "GET", "links", True),
+        (["GET /arvados/v1/links"], "GET", "users/current", False),
+        (["GET /arvados/v1/"], "GET", "users/current", True),
+        (["GET /arvados/v1/"], "POST", "links", False),
+        (["POST /arvados/v1/links"], "POST", "links", True),
+        ([], "GET", "links", False),
+    ],
+)
 def test_scopes(api, make_user, scopes, method, path, allowed):
     _, token = make_user("scoped", scopes=scopes)
     body = {"link": {"link_class": "t"}} if method == "POST" else None
@@ -91,8 +94,9 @@ def test_reader_tokens_add_read_users(api, make_user):
     _, reader_token = make_user("reader")
     link = api.ok("POST", "links", body={"link": {"link_class": "t"}}, token=owner_token)
     assert api.get(f"links/{link['uuid']}", token=reader_token)[0] == 404
-    status, data = api.get(f"links/{link['uuid']}", params={"reader_tokens": [owner_token]},
-                           token=reader_token)
+    status, data = api.get(
+        f"links/{link['uuid']}", params={"reader_tokens": [owner_token]}, token=reader_token
+    )
     assert status == 200 and data["uuid"] == link["uuid"]
     listed = api.ok("GET", "links", params={"reader_tokens": [owner_token]}, token=reader_token)
     assert [i["uuid"] for i in listed["items"]] == [link["uuid"]]
@@ -104,8 +108,12 @@ def test_reader_tokens_add_read_users(api, make_user):
 def test_token_resource(api, active, make_user):
     user, token = active
     scopes = ["GET /arvados/v1/users/", "GET /arvados/v1/api_client_authorizations/current"]
-    created = api.ok("POST", "api_client_authorizations",
-                     body={"api_client_authorization": {"scopes": scopes}}, token=token)
+    created = api.ok(
+        "POST",
+        "api_client_authorizations",
+        body={"api_client_authorization": {"scopes": scopes}},
+        token=token,
+    )
     new_token = created["api_token"]
     assert new_token and created["scopes"] == scopes
     assert_error(*api.get("links", token=new_token), 403)

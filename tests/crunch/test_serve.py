@@ -29,19 +29,38 @@ def fresh_env(tmp_path):
     """A migrated SQLite database of its own, and a token in it."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["CRUNCH_DATA_DIR"] = str(tmp_path / "data")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
-                   check=True, timeout=120)
-    token = subprocess.run([sys.executable, "manage.py", "create_api_token", "admin", "--admin"],
-                           cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-                           timeout=60).stdout.strip()
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    token = subprocess.run(
+        [sys.executable, "manage.py", "create_api_token", "admin", "--admin"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     return env, token
 
 
 def serve(env, *extra):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "crunch.cli", "serve", "--bind",
-                             f"127.0.0.1:{port}", "--log-level", "warning", *extra],
-                            cwd=ROOT, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crunch.cli",
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     return proc, port
 
 
@@ -62,8 +81,7 @@ def test_serve_plain_http(fresh_env):
     env, token = fresh_env
     proc, port = serve(env)
     try:
-        status, data = wait_for(f"http://127.0.0.1:{port}/arvados/v1/users/current",
-                                token=token)
+        status, data = wait_for(f"http://127.0.0.1:{port}/arvados/v1/users/current", token=token)
         assert status == 200 and data["username"] == "admin"
     finally:
         proc.terminate()
@@ -74,15 +92,34 @@ def test_serve_plain_http(fresh_env):
 def test_serve_tls(fresh_env, tmp_path):
     env, token = fresh_env
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     proc, port = serve(env, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         context = ssl.create_default_context(cafile=str(cert))
         context.check_hostname = False
-        status, data = wait_for(f"https://127.0.0.1:{port}/arvados/v1/users/current",
-                                context=context, token=token)
+        status, data = wait_for(
+            f"https://127.0.0.1:{port}/arvados/v1/users/current", context=context, token=token
+        )
         assert status == 200 and data["username"] == "admin"
     finally:
         proc.terminate()
@@ -91,14 +128,26 @@ def test_serve_tls(fresh_env, tmp_path):
 
 def test_serve_rejects_half_a_tls_pair(fresh_env, tmp_path):
     env, _ = fresh_env
-    result = subprocess.run([sys.executable, "-m", "crunch.cli", "serve", "--tls-cert", "x"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "crunch.cli", "serve", "--tls-cert", "x"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "--tls-cert and --tls-key go together" in result.stderr
 
 
 def test_bad_configuration_stops_at_start_up(tmp_path):
     env = dict(os.environ, CRUNCH_DATA_DIR=str(tmp_path), CRUNCH_UUID_PREFIX="TOO-LONG")
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "CRUNCH_UUID_PREFIX must be exactly five lowercase letters or digits" in result.stderr

@@ -15,9 +15,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "crunch.cli", "worker", "--concurrency", "1",
-         "--hostname", f"test-{os.getpid()}@%h"],
-        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "crunch.cli",
+            "worker",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"test-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -42,8 +53,11 @@ def test_worker_answers_over_redis(tmp_path):
         replies = []
         while time.monotonic() < deadline and not replies:
             assert proc.poll() is None, log.read_text()
-            replies = [r for r in app.control.ping(timeout=1.0)
-                       if any(name.startswith(f"test-{os.getpid()}@") for name in r)]
+            replies = [
+                r
+                for r in app.control.ping(timeout=1.0)
+                if any(name.startswith(f"test-{os.getpid()}@") for name in r)
+            ]
         assert replies, log.read_text()
     finally:
         stop(proc)
@@ -57,9 +71,17 @@ def test_worker_runs_a_task_without_redis(tmp_path):
     proc = start_worker(env, log)
     try:
         sender = subprocess.run(
-            [sys.executable, "-c",
-             "from crunch.celery import app; print(app.send_task('crunch.ping').id)"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+            [
+                sys.executable,
+                "-c",
+                "from crunch.celery import app; print(app.send_task('crunch.ping').id)",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         task_id = sender.stdout.strip()
         deadline = time.monotonic() + 60

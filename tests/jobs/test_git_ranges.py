@@ -36,21 +36,62 @@ def git_accepts(ref: str) -> bool:
     """What §4 step 2 asks for, computed by git itself."""
     if not ref or ref[0] in "-$":
         return False
-    proc = subprocess.run(["git", "check-ref-format", "--allow-onelevel", ref],
-                          capture_output=True, check=False)
+    proc = subprocess.run(
+        ["git", "check-ref-format", "--allow-onelevel", ref], capture_output=True, check=False
+    )
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode == 0
 
 
 SPEC_REFUSED = [
-    "", "-h", "--all", "$HOME", "master^", "HEAD~1", "tag1..master", "master@{1}", "@{-1}",
-    "@", "x.lock", "a/x.lock", "master/", "/master", "a//b", ".hidden", "a/.b", "a.",
-    "with space", ";touch x", "$(touch x)", "a:b", ":/C2", "a?", "a*", "a[b", "a\\b", "tab\there",
-    "new\nline", "nul\x00", "del\x7f",
+    "",
+    "-h",
+    "--all",
+    "$HOME",
+    "master^",
+    "HEAD~1",
+    "tag1..master",
+    "master@{1}",
+    "@{-1}",
+    "@",
+    "x.lock",
+    "a/x.lock",
+    "master/",
+    "/master",
+    "a//b",
+    ".hidden",
+    "a/.b",
+    "a.",
+    "with space",
+    ";touch x",
+    "$(touch x)",
+    "a:b",
+    ":/C2",
+    "a?",
+    "a*",
+    "a[b",
+    "a\\b",
+    "tab\there",
+    "new\nline",
+    "nul\x00",
+    "del\x7f",
 ]
 SPEC_ACCEPTED = [
-    "master", "b1", "tag1", "HEAD", "heads/master", "refs/heads/master", "a.b", "a./b",
-    "a@b", "a{b}", "x.lockx", "a$(touch${IFS}x)", "a`touch`", "ünïcödé", "0123456",
+    "master",
+    "b1",
+    "tag1",
+    "HEAD",
+    "heads/master",
+    "refs/heads/master",
+    "a.b",
+    "a./b",
+    "a@b",
+    "a{b}",
+    "x.lockx",
+    "a$(touch${IFS}x)",
+    "a`touch`",
+    "ünïcödé",
+    "0123456",
     "a;b;c",  # accepted by git; harmless because refs never meet a shell
 ]
 
@@ -85,15 +126,19 @@ def test_agrees_with_git_on_all_short_strings() -> None:
 
 ref_strings = st.one_of(
     st.text(alphabet=st.sampled_from(TRICKY), max_size=12),
-    st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
-            max_size=12),
-    st.lists(st.sampled_from(["a", "b", ".", "..", "/", "@", "{", "lock", ".lock", "-", "$"]),
-             max_size=8).map("".join),
+    st.text(
+        alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+        max_size=12,
+    ),
+    st.lists(
+        st.sampled_from(["a", "b", ".", "..", "/", "@", "{", "lock", ".lock", "-", "$"]), max_size=8
+    ).map("".join),
 )
 
 
-@hsettings(max_examples=600, deadline=None,
-           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ref_strings)
 def test_agrees_with_git_check_ref_format(ref: str) -> None:
     assert check_ref_format(ref) == git_accepts(ref)
@@ -110,11 +155,18 @@ class Foo:
     bare: Path
     example: Example
 
-    def range(self, min: str | None = None, max: str | None = None,
-              exclude: list[str] | None = None, *, user: Any = None,
-              repo: str = "active/foo") -> list[str]:
-        return find_commit_range(user=user or self.user, repo=repo, min=min, max=max,
-                                 exclude=exclude)
+    def range(
+        self,
+        min: str | None = None,
+        max: str | None = None,
+        exclude: list[str] | None = None,
+        *,
+        user: Any = None,
+        repo: str = "active/foo",
+    ) -> list[str]:
+        return find_commit_range(
+            user=user or self.user, repo=repo, min=min, max=max, exclude=exclude
+        )
 
     def bare_git(self, *args: str) -> str:
         return in_bare(self.example.env, self.bare, *args)
@@ -126,7 +178,7 @@ class Foo:
         return [by_hash.get(c, c) for c in commits]
 
     def sub(self, value: Any) -> Any:
-        """"C2" -> C2's hash, "C2:7" -> its first 7 characters; lists element-wise."""
+        """ "C2" -> C2's hash, "C2:7" -> its first 7 characters; lists element-wise."""
         if isinstance(value, list):
             return [self.sub(v) for v in value]
         if isinstance(value, str) and value[:1] == "C" and value[1:2].isdigit():
@@ -138,8 +190,9 @@ class Foo:
 
 def make_foo(api: Any, active: tuple[Any, str], tmp_path: Path) -> Foo:
     user, token = active
-    status, data = api.post("repositories", body={"repository": {"name": "active/foo"}},
-                            token=token)
+    status, data = api.post(
+        "repositories", body={"repository": {"name": "active/foo"}}, token=token
+    )
     assert status == 200, data
     bare = git.repository_path(data["uuid"])
     example = build_example(tmp_path / "example")
@@ -273,23 +326,31 @@ def test_ranges_between_fixed_commits_are_cached(foo: Foo) -> None:
 def test_empty_repository_has_no_head(api: Any, active: tuple[Any, str]) -> None:
     user, token = active
     api.ok("POST", "repositories", body={"repository": {"name": "active/empty"}}, token=token)
-    assert find_commit_range(user=user, repo="active/empty", min=None, max=None,
-                             exclude=None) == []
+    assert find_commit_range(user=user, repo="active/empty", min=None, max=None, exclude=None) == []
 
 
 # --- Repositories that cannot be used ---------------------------------------------------------
 
 
 NOT_HOSTED_NAMES = [
-    "bogus/repo", "/abs/path", "file:///x.git", "git.example.com/x.git", "github.com/x.git",
-    "HTTP://example.com/x.git", "ssh://example.com/x.git", "active/foo/../foo", "active/foo.git",
-    "", "--upload-pack=touch x", "ext::sh -c touch% x", "../repositories/x",
+    "bogus/repo",
+    "/abs/path",
+    "file:///x.git",
+    "git.example.com/x.git",
+    "github.com/x.git",
+    "HTTP://example.com/x.git",
+    "ssh://example.com/x.git",
+    "active/foo/../foo",
+    "active/foo.git",
+    "",
+    "--upload-pack=touch x",
+    "ext::sh -c touch% x",
+    "../repositories/x",
 ]
 
 
 @pytest.mark.parametrize("name", NOT_HOSTED_NAMES)
-def test_unknown_names_raise_not_found_without_fetching(foo: Foo, settings: Any,
-                                                         name: str) -> None:
+def test_unknown_names_raise_not_found_without_fetching(foo: Foo, settings: Any, name: str) -> None:
     with pytest.raises(RepositoryUnusable) as raised:
         foo.range(None, "master", repo=name)
     assert raised.value.messages == [f"Repository not found: '{name}'"]
@@ -304,15 +365,26 @@ def test_syntax_is_checked_before_the_repository_is_looked_up(foo: Foo) -> None:
         foo.range(None, "master", ["bad ref"], repo="bogus/repo")
 
 
-def test_unreadable_repository_looks_missing(foo: Foo, make_user: Any, api: Any,
-                                             admin: tuple[Any, str]) -> None:
+def test_unreadable_repository_looks_missing(
+    foo: Foo, make_user: Any, api: Any, admin: tuple[Any, str]
+) -> None:
     other, _ = make_user("other")
     with pytest.raises(RepositoryUnusable, match=r"^Repository not found: 'active/foo'$"):
         foo.range(None, "master", user=other)
     assert foo.names(foo.range(None, "master", user=admin[0])) == ["C3"]
-    api.ok("POST", "links", token=foo.token, body={"link": {
-        "link_class": "permission", "name": "can_read", "tail_uuid": other.uuid,
-        "head_uuid": foo.uuid}})
+    api.ok(
+        "POST",
+        "links",
+        token=foo.token,
+        body={
+            "link": {
+                "link_class": "permission",
+                "name": "can_read",
+                "tail_uuid": other.uuid,
+                "head_uuid": foo.uuid,
+            }
+        },
+    )
     other.refresh_from_db()
     assert foo.names(foo.range(None, "master", user=other)) == ["C3"]
 
@@ -332,12 +404,35 @@ def test_broken_repository_raises_instead_of_returning_nothing(foo: Foo) -> None
 def payloads(marker: Path) -> list[str]:
     m = str(marker)
     return [
-        f"--upload-pack=touch {m}", f"--upload-pack=touch${{IFS}}{m}", f"--output={m}",
-        "-h", "--help", f"$(touch {m})", f"$(touch${{IFS}}{m})", f"a$(touch${{IFS}}{m})",
-        f";touch {m}", f"a;touch${{IFS}}{m}", f"`touch {m}`", f"a`touch${{IFS}}{m}`",
-        f"|touch {m}", f"a|touch${{IFS}}{m}", f"a&&touch${{IFS}}{m}", f"a\ntouch {m}",
-        "master^", "HEAD~1", "tag1..master", "master@{1}", "@{-1}", "x.lock", "master/",
-        "master master", "master:file.txt", ":/C2", "'master'", '"master"', "master\\",
+        f"--upload-pack=touch {m}",
+        f"--upload-pack=touch${{IFS}}{m}",
+        f"--output={m}",
+        "-h",
+        "--help",
+        f"$(touch {m})",
+        f"$(touch${{IFS}}{m})",
+        f"a$(touch${{IFS}}{m})",
+        f";touch {m}",
+        f"a;touch${{IFS}}{m}",
+        f"`touch {m}`",
+        f"a`touch${{IFS}}{m}`",
+        f"|touch {m}",
+        f"a|touch${{IFS}}{m}",
+        f"a&&touch${{IFS}}{m}",
+        f"a\ntouch {m}",
+        "master^",
+        "HEAD~1",
+        "tag1..master",
+        "master@{1}",
+        "@{-1}",
+        "x.lock",
+        "master/",
+        "master master",
+        "master:file.txt",
+        ":/C2",
+        "'master'",
+        '"master"',
+        "master\\",
     ]
 
 
@@ -349,14 +444,14 @@ def test_injection_attempts_as_refs(foo: Foo, tmp_path: Path) -> None:
         assert foo.range(payload, "master") == [], payload
         # Refused (empties the call), or a well-formed name that matches nothing (ignored).
         assert foo.range("tag1", "b1", [payload]) == (
-            [] if not check_ref_format(payload) else everything), payload
+            [] if not check_ref_format(payload) else everything
+        ), payload
         assert foo.range(payload, payload, [payload]) == [], payload
     for path in (marker, Path("marker"), foo.bare / "marker"):
         assert not path.exists()
 
 
-def test_injection_attempts_as_repository_names(foo: Foo, tmp_path: Path,
-                                                settings: Any) -> None:
+def test_injection_attempts_as_repository_names(foo: Foo, tmp_path: Path, settings: Any) -> None:
     marker = tmp_path / "marker"
     for payload in payloads(marker):
         with pytest.raises(RepositoryUnusable, match="Repository not found"):
@@ -369,8 +464,7 @@ def test_injection_attempts_as_repository_names(foo: Foo, tmp_path: Path,
 
 
 @pytest.fixture
-def served(api: Any, active: tuple[Any, str], tmp_path: Path,
-           live_server: Any) -> Iterator[Foo]:
+def served(api: Any, active: tuple[Any, str], tmp_path: Path, live_server: Any) -> Iterator[Foo]:
     """`active/foo`, served over git HTTP by the live server."""
     yield make_foo(api, active, tmp_path)
     join_server_threads()
@@ -381,18 +475,19 @@ def url_of(live_server: Any, token: str, *, user: str = "x") -> str:
     return f"http://{user}:{token}@{netloc}/git/active/foo.git"
 
 
-def test_remote_http_repository(served: Foo, live_server: Any, make_user: Any,
-                                settings: Any) -> None:
+def test_remote_http_repository(
+    served: Foo, live_server: Any, make_user: Any, settings: Any
+) -> None:
     ex = served.example
     stranger, _ = make_user("stranger")  # no permission check applies to remote URLs
     url = url_of(live_server, served.token)
-    assert served.names(served.range("tag1", "b1", repo=url, user=stranger)) == [
-        "C4", "C3", "C2"]
+    assert served.names(served.range("tag1", "b1", repo=url, user=stranger)) == ["C4", "C3", "C2"]
     assert served.names(served.range(None, "tag1", repo=url)) == ["C2"]
     # The cache's HEAD is its default branch, master (the remote's HEAD is b1).
     assert served.names(served.range(None, None, repo=url)) == ["C3"]
-    cache = Path(settings.CRUNCH_GIT_DIR) / "remote" / (
-        hashlib.sha1(url.encode()).hexdigest() + ".git")
+    cache = (
+        Path(settings.CRUNCH_GIT_DIR) / "remote" / (hashlib.sha1(url.encode()).hexdigest() + ".git")
+    )
     assert cache == git.remote_cache_path(url)
     assert sorted(p.name for p in cache.parent.glob("*.git")) == [cache.name]
 
@@ -486,7 +581,6 @@ def test_git_env_hides_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "ARVADOS_API_TOKEN" not in env
     assert "GIT_DIR" not in env
     assert env["GIT_TERMINAL_PROMPT"] == "0"
-
 
 
 def test_repository_names_are_matched_whole() -> None:
