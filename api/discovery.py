@@ -13,9 +13,8 @@ is *generated*, never written by hand:
   default to the action's route), or, when named after a standard method (`create`), adds
   parameters to / overrides keys of that method. `"response": None` means "no `response`
   key": the SDK then returns the raw bytes (log streams);
-- a resource whose viewset does not exist yet is described by a `ResourceDescription` in
-  `PENDING_RESOURCES` (jobs). Once its viewset is registered, the viewset's description wins
-  and the placeholder must be deleted (a test says so).
+- an `EXTRA_METHODS` entry with its own `path` and `httpMethod` describes a method whose
+  action is not implemented yet (jobs' `log_tail_follow`); its route answers 404 until then.
 
 Not advertised on purpose: `configs` (we do not serve `/arvados/v1/config`, and the SDK fetches
 it inside `arvados.api()` whenever it is advertised, failing the build on a 404),
@@ -448,129 +447,11 @@ def _merge(standard: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 # --- resources without a viewset yet --------------------------------------------------------
 
 
-def _job_properties() -> dict[str, dict[str, Any]]:
-    """Job attributes of spec §2.1, in response order. Replaced by the Job model's fields
-    once the jobs viewset is registered."""
-    common = {
-        "uuid": STRING,
-        "owner_uuid": STRING,
-        "created_at": DATETIME,
-        "modified_by_client_uuid": STRING,
-        "modified_by_user_uuid": STRING,
-        "modified_at": DATETIME,
-    }
-    job = {
-        "submit_id": STRING,
-        "priority": INTEGER,
-        "script": STRING,
-        "script_parameters": OBJECT,
-        "script_version": STRING,
-        "cancelled_at": DATETIME,
-        "cancelled_by_client_uuid": STRING,
-        "cancelled_by_user_uuid": STRING,
-        "started_at": DATETIME,
-        "finished_at": DATETIME,
-        "output": STRING,
-        "success": BOOLEAN,
-        "running": BOOLEAN,
-        "state": STRING,
-        "is_locked_by_uuid": STRING,
-        "log": STRING,
-        "runtime_constraints": OBJECT,
-        "tasks_summary": OBJECT,
-        "nondeterministic": BOOLEAN,
-        "repository": STRING,
-        "supplied_script_version": STRING,
-        "arvados_sdk_version": STRING,
-        "docker_image_locator": STRING,
-        "queue_position": INTEGER,
-        "node_uuids": ARRAY_OF_STRINGS,
-        "description": STRING,
-        "components": OBJECT,
-    }
-    return {k: dict(v) for k, v in {**ENVELOPE_PROPERTIES, **common, **job}.items()}
-
-
-# The jobs API (spec §1.1, §3, §5), as the jobs viewset's EXTRA_METHODS will say it.
-JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
-    "create": {
-        "parameters": {
-            "find_or_create": _query(
-                BOOLEAN,
-                "Reuse an existing job that satisfies the filters instead of creating a new one.",
-                default="false",
-            ),
-            "filters": _query(
-                {"type": "array"}, "Conditions a reused job must satisfy (with find_or_create)."
-            ),
-            "minimum_script_version": _query(
-                STRING, "The oldest commit a reused job may have run (with find_or_create)."
-            ),
-            "exclude_script_versions": _query(
-                {"type": "array"}, "Commits a reused job may not have run (with find_or_create)."
-            ),
-        },
-    },
-    "cancel": {
-        "httpMethod": "POST",
-        "path": "jobs/{uuid}/cancel",
-        "description": "Cancel a job that is queued or running.",
-        "parameters": {
-            "cascade": _query(
-                BOOLEAN, "Also cancel the job's child jobs (its components).", default="false"
-            )
-        },
-    },
-    "lock": {
-        "httpMethod": "POST",
-        "path": "jobs/{uuid}/lock",
-        "description": "Lock a queued job to run it.",
-    },
-    "queue": {
-        "httpMethod": "GET",
-        "path": "jobs/queue",
-        "description": "List the queued jobs readable by the caller, in run order.",
-        "parameters": LIST_PARAMETERS,
-        "response": {"$ref": "JobList"},
-    },
-    "queue_size": {
-        "httpMethod": "GET",
-        "path": "jobs/queue_size",
-        "description": 'The number of queued jobs: {"queue_size": N}.',
-        "response": {},
-    },
-    "log_tail_follow": {
-        "httpMethod": "GET",
-        "path": "jobs/{uuid}/log_tail_follow",
-        "description": "Stream the job's log as plain text lines.",
-        "parameters": {
-            "buffer_size": _query(INTEGER, "Bytes of earlier log to send first.", default="8192")
-        },
-        # No "response": the SDK returns the raw bytes of the stream.
-        "response": None,
-    },
-}
-
-PENDING_RESOURCES: tuple[ResourceDescription, ...] = (
-    ResourceDescription(
-        resource="jobs",
-        singular="job",
-        kind="Job",
-        properties=_job_properties(),
-        extra_methods=JOB_EXTRA_METHODS,
-    ),
-)
-
-
 def resource_descriptions() -> list[ResourceDescription]:
-    """Every resource of the document: registered viewsets, then pending placeholders whose
-    viewset does not exist yet."""
+    """Every resource of the document, from the registered viewsets."""
     from api.viewsets.resources import RESOURCE_VIEWSETS
 
-    described = [describe_viewset(v) for v in RESOURCE_VIEWSETS]
-    registered = {d.resource for d in described}
-    described += [p for p in PENDING_RESOURCES if p.resource not in registered]
-    return described
+    return [describe_viewset(v) for v in RESOURCE_VIEWSETS]
 
 
 # --- the document and its view --------------------------------------------------------------

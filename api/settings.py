@@ -25,6 +25,15 @@ CRUNCH_DISABLE_API_METHODS = frozenset(env_list("CRUNCH_DISABLE_API_METHODS", []
 # would make every read a write.
 CRUNCH_TOKEN_TOUCH_SECONDS = env_int("CRUNCH_TOKEN_TOUCH_SECONDS", 60, minimum=0)
 CRUNCH_GIT_TIMEOUT = env_int("CRUNCH_GIT_TIMEOUT", 120, minimum=1)
+# Docker image archive formats jobs may use (spec §6.3): v1 `<id>.tar`, v2 `sha256:<id>.tar`.
+CRUNCH_DOCKER_IMAGE_FORMATS = env_list("CRUNCH_DOCKER_IMAGE_FORMATS", ["v1", "v2"])
+if not CRUNCH_DOCKER_IMAGE_FORMATS or set(CRUNCH_DOCKER_IMAGE_FORMATS) - {"v1", "v2"}:
+    raise ImproperlyConfigured("CRUNCH_DOCKER_IMAGE_FORMATS must be v1, v2 or v1,v2")
+# An image for jobs that name none (spec §2.4 default_docker_image_for_jobs); empty: none.
+CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_JOBS = env_str("CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_JOBS")
+# Reuse the oldest readable completed job even when completed candidates' outputs differ
+# (spec §3.7).
+CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER = env_bool("CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER", False)
 
 
 def _secret_key() -> str:

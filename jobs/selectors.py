@@ -15,6 +15,7 @@ from jobs.models import (
     ArvadosModel,
     Collection,
     Group,
+    Job,
     Link,
     Node,
     Repository,
@@ -30,24 +31,16 @@ MODELS: tuple[type[ArvadosModel], ...] = (
     Collection,
     Repository,
     Node,
+    Job,
 )
 
 
 def model_for_uuid(uuid: str) -> type[ArvadosModel] | None:
     infix = infix_of(uuid)
-    for model in MODELS_BY_INFIX_EXTRA:
+    for model in MODELS:
         if model.infix() == infix:
             return model
     return None
-
-
-# Later resources (jobs) add their models here.
-MODELS_BY_INFIX_EXTRA: list[type[ArvadosModel]] = list(MODELS)
-
-
-def register_model(model: type[ArvadosModel]) -> None:
-    if model not in MODELS_BY_INFIX_EXTRA:
-        MODELS_BY_INFIX_EXTRA.append(model)
 
 
 def object_by_uuid(uuid: str) -> ArvadosModel | None:

@@ -67,6 +67,10 @@ class ArvadosViewSet(ViewSet):
         """Computed attributes of one object (e.g. clone_urls)."""
         return {}
 
+    def prepare(self, objects: list[Any]) -> None:
+        """Called with a page of objects before they are rendered (to load, in one query,
+        what `extra_attributes` needs for all of them)."""
+
     def base_queryset(self) -> Any:
         return self.model.objects.all()
 
@@ -134,6 +138,7 @@ class ArvadosViewSet(ViewSet):
                 if lp.limit
                 else []
             )
+            self.prepare(page)
             body["items"] = [self.render(obj, lp.select) for obj in page]
         if lp.count:
             if lp.offset == 0 and len(page) < lp.limit:

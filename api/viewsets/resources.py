@@ -91,6 +91,8 @@ class NodeViewSet(ArvadosViewSet):
     singular = "node"
 
 
+from api.viewsets.jobs import JobViewSet  # noqa: E402  (jobs builds on the resources above)
+
 RESOURCE_VIEWSETS: tuple[type[ArvadosViewSet], ...] = (
     UserViewSet,
     GroupViewSet,
@@ -99,4 +101,5 @@ RESOURCE_VIEWSETS: tuple[type[ArvadosViewSet], ...] = (
     CollectionViewSet,
     RepositoryViewSet,
     NodeViewSet,
+    JobViewSet,
 )

@@ -1,5 +1,6 @@
 from jobs.models.base import ArvadosModel
 from jobs.models.collections import Collection
+from jobs.models.jobs import Job, JobState
 from jobs.models.links import PERMISSION_LEVELS, Link
 from jobs.models.nodes import Node
 from jobs.models.repositories import Repository
@@ -11,6 +12,8 @@ __all__ = [
     "ArvadosModel",
     "Collection",
     "Group",
+    "Job",
+    "JobState",
     "Link",
     "Node",
     "Repository",

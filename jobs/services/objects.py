@@ -118,6 +118,10 @@ class ResourceService:
     def check_permission(self, obj: Any, *, actor: Actor, creating: bool) -> None:
         """Resource-specific permission rules beyond owner write access (raise 403)."""
 
+    def before_write(self, obj: Any, *, actor: Actor, creating: bool, changed: set[str]) -> None:
+        """Server-side changes made after the permission checks, just before the write
+        (e.g. timestamps that follow a state change). Add what you change to `changed`."""
+
     def after_save(self, obj: Any, *, actor: Actor, creating: bool) -> None:
         """Side effects inside the transaction (e.g. creating a git repository)."""
 
@@ -220,6 +224,7 @@ class ResourceService:
             raise PermissionDenied("Inactive users cannot create objects")
         self._check_owner(obj, actor=actor, old_owner=None)
         self.check_permission(obj, actor=actor, creating=True)
+        self.before_write(obj, actor=actor, creating=True, changed=changed)
         obj.created_at = obj.modified_at = now
         obj.modified_by_user_uuid = actor.user.uuid
         obj.modified_by_client_uuid = actor.client_uuid
@@ -234,6 +239,8 @@ class ResourceService:
                 raise InvalidRequest("Uuid change not permitted")
             self._check_uuid(actor, new_uuid, errors)
         old_owner = obj.owner_uuid
+        # What was stored before this update, for rules that compare (e.g. job locks).
+        obj._before = {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
         changed = self._assign(obj, attrs, errors)
         self.clean(obj, actor=actor, creating=False, changed=changed, errors=errors)
         if errors:
@@ -244,6 +251,7 @@ class ResourceService:
         if new_uuid is not None and new_uuid != obj.uuid:
             obj.uuid = new_uuid
             changed.add("uuid")
+        self.before_write(obj, actor=actor, creating=False, changed=changed)
         if not changed:
             return obj
         obj.modified_at = timezone.now()

@@ -1,0 +1,169 @@
+"""The jobs resource (spec §2, §3, §5): parse, call `jobs.reuse` / `jobs.services.jobs`, shape.
+
+Besides the standard methods: create with find_or_create (and `explain`), queue,
+queue_size, cancel (with cascade) and lock. `in git`/`in docker` filters work on list,
+queue and create.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, ClassVar
+
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.discovery import BOOLEAN, INTEGER, LIST_PARAMETERS, STRING, _query
+from api.params import ListParams, parse_bool, parse_json_param, parse_list_params
+from api.viewsets.base import ArvadosViewSet
+from jobs.filters import apply_filters
+from jobs.models import Job, JobState, Node
+from jobs.reuse import job_submit, translate_filters
+from jobs.services.jobs import job_cancel, job_lock
+
+JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
+    "create": {
+        "parameters": {
+            "find_or_create": _query(
+                BOOLEAN,
+                "Reuse an existing job that satisfies the filters instead of creating a new one.",
+                default="false",
+            ),
+            "filters": _query(
+                {"type": "array"}, "Conditions a reused job must satisfy (with find_or_create)."
+            ),
+            "minimum_script_version": _query(
+                STRING, "The oldest commit a reused job may have run (with find_or_create)."
+            ),
+            "exclude_script_versions": _query(
+                {"type": "array"}, "Commits a reused job may not have run (with find_or_create)."
+            ),
+            "explain": _query(
+                BOOLEAN,
+                "Add `reuse_explanation`: the filters used and, for each candidate job, why "
+                "it was or was not reused.",
+                default="false",
+            ),
+        },
+    },
+    "cancel": {
+        "parameters": {
+            "cascade": _query(
+                BOOLEAN, "Also cancel the job's child jobs (its components).", default="false"
+            )
+        },
+    },
+    "lock": {},
+    "queue": {"parameters": LIST_PARAMETERS, "response": {"$ref": "JobList"}},
+    "queue_size": {"response": {}},
+    # Described ahead of its implementation (log following): until then it answers 404.
+    "log_tail_follow": {
+        "httpMethod": "GET",
+        "path": "jobs/{uuid}/log_tail_follow",
+        "description": "Stream the job's log as plain text lines.",
+        "parameters": {
+            "buffer_size": _query(INTEGER, "Bytes of earlier log to send first.", default="8192")
+        },
+        # No "response": the SDK returns the raw bytes of the stream.
+        "response": None,
+    },
+}
+
+
+class JobViewSet(ArvadosViewSet):
+    model = Job
+    resource = "jobs"
+    singular = "job"
+    EXTRA_METHODS: ClassVar[dict[str, dict[str, Any]]] = JOB_EXTRA_METHODS
+
+    _nodes: dict[str, list[str]] | None = None
+
+    # --- computed attributes -------------------------------------------------------------
+
+    def prepare(self, objects: list[Any]) -> None:
+        nodes: dict[str, list[str]] = defaultdict(list)
+        for uuid, job_uuid in Node.objects.filter(
+            job_uuid__in=[o.uuid for o in objects]
+        ).values_list("uuid", "job_uuid"):
+            nodes[job_uuid].append(uuid)
+        self._nodes = nodes
+
+    def extra_attributes(self, obj: Any) -> dict[str, Any]:
+        if self._nodes is not None:
+            node_uuids = sorted(self._nodes.get(obj.uuid, []))
+        else:
+            node_uuids = sorted(
+                Node.objects.filter(job_uuid=obj.uuid).values_list("uuid", flat=True)
+            )
+        return {"node_uuids": node_uuids}
+
+    # --- lists: job-specific filters ---------------------------------------------------
+
+    def filtered(self, lp: ListParams) -> Any:
+        readers = [a.user for a in self.readers()]
+        translated = translate_filters(
+            lp.filters, user=self.actor.user, readers=readers, submitted=None
+        )
+        queryset = apply_filters(
+            self.base_queryset(), Job, filters=translated.filters, where=lp.where
+        )
+        return self.readable(queryset)
+
+    # --- create with find_or_create --------------------------------------------------------
+
+    def create(self, request: Request) -> Response:
+        attrs = self.object_attrs()
+        params = self.params
+        filters = params.get("filters")
+        exclude = params.get("exclude_script_versions")
+        minimum = params.get("minimum_script_version")
+        submission = job_submit(
+            actor=self.actor,
+            attrs=attrs,
+            find_or_create=parse_bool(params.get("find_or_create"), "find_or_create", False),
+            filters=parse_json_param(filters, "filters", list)
+            if filters not in (None, "")
+            else None,
+            minimum_script_version=minimum if minimum not in (None, "") else None,
+            exclude_script_versions=parse_json_param(exclude, "exclude_script_versions", list)
+            if exclude not in (None, "")
+            else None,
+            readers=[a.user for a in self.readers()],
+            explain=parse_bool(params.get("explain"), "explain", False),
+        )
+        body = self.render(submission.job, self.selected())
+        if submission.explanation is not None:
+            body["reuse_explanation"] = submission.explanation
+        return Response(body)
+
+    # --- the queue -------------------------------------------------------------------------
+
+    @action(detail=False, methods=["get"])
+    def queue(self, request: Request) -> Response:
+        """List the queued jobs readable by the caller, in run order."""
+        lp = parse_list_params(self.params, Job, Job.all_api_fields())
+        if lp.order[:2] == ["-modified_at", "uuid"]:  # no valid order from the client
+            lp.order = ["-priority", "created_at", *lp.order]
+        queryset = self.filtered(lp).filter(state=JobState.QUEUED)
+        return self.list_response(queryset, lp)
+
+    @action(detail=False, methods=["get"])
+    def queue_size(self, request: Request) -> Response:
+        """The number of queued jobs, all users' (spec §5.8): {"queue_size": N}."""
+        return Response({"queue_size": Job.objects.filter(state=JobState.QUEUED).count()})
+
+    # --- state changes ---------------------------------------------------------------------
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, uuid: str) -> Response:
+        """Cancel a job that is queued or running."""
+        job = self.get_object(uuid)
+        cascade = parse_bool(self.params.get("cascade"), "cascade", False)
+        return Response(self.render(job_cancel(actor=self.actor, job=job, cascade=cascade)))
+
+    @action(detail=True, methods=["post"])
+    def lock(self, request: Request, uuid: str) -> Response:
+        """Lock a queued job to run it: it becomes Running, locked by the caller."""
+        job = self.get_object(uuid)
+        return Response(self.render(job_lock(actor=self.actor, job=job)))

@@ -1,0 +1,156 @@
+"""Jobs: a script from a git repository at an exact commit, with parameters and an image.
+
+States (spec §2.10). A job is created Queued (or, for runners recording work already done,
+in any state). Allowed edges, checked whenever `state` changes:
+
+    Queued  -> Running | Complete | Failed | Cancelled
+    Running -> Complete | Failed | Cancelled
+    Complete, Failed, Cancelled: final (no edge out)
+
+The legacy flags `running`/`success` and the timestamps follow the state; `lock` is the
+compare-and-set edge Queued(unlocked) -> Running(locked by the caller).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.db import models
+
+from jobs.models.base import ArvadosModel
+
+
+class JobState(models.TextChoices):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    CANCELLED = "Cancelled"
+    FAILED = "Failed"
+    COMPLETE = "Complete"
+
+
+STATES = tuple(JobState.values)
+FINAL_STATES = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED})
+ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    JobState.QUEUED: frozenset(
+        {JobState.RUNNING, JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.RUNNING: frozenset({JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED}),
+    JobState.COMPLETE: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+DESCRIPTION_MAX = 524288
+
+
+class Job(ArvadosModel):
+    submit_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    priority = models.IntegerField(default=0)
+    script = models.CharField(max_length=255)
+    script_parameters = models.JSONField(null=True, blank=True)
+    script_parameters_digest = models.CharField(max_length=32, db_index=True)
+    script_version = models.CharField(max_length=255)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by_client_uuid = models.CharField(max_length=255, null=True, blank=True)
+    cancelled_by_user_uuid = models.CharField(max_length=255, null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    output = models.CharField(max_length=255, null=True, blank=True)
+    success = models.BooleanField(null=True, blank=True)
+    running = models.BooleanField(null=True, blank=True, default=False)
+    state = models.CharField(max_length=16, null=True, blank=True)
+    is_locked_by_uuid = models.CharField(max_length=255, null=True, blank=True)
+    log = models.CharField(max_length=255, null=True, blank=True)
+    runtime_constraints = models.JSONField(null=True, blank=True)
+    tasks_summary = models.JSONField(null=True, blank=True)
+    nondeterministic = models.BooleanField(null=True, blank=True)
+    repository = models.CharField(max_length=255)
+    supplied_script_version = models.CharField(max_length=255, null=True, blank=True)
+    arvados_sdk_version = models.CharField(max_length=40, null=True, blank=True)
+    docker_image_locator = models.CharField(max_length=255, null=True, blank=True)
+    description = models.TextField(null=True, blank=True)
+    components = models.JSONField(null=True, blank=True)
+
+    API_FIELDS: ClassVar[tuple[str, ...]] = (
+        "submit_id",
+        "priority",
+        "script",
+        "script_parameters",
+        "script_version",
+        "cancelled_at",
+        "cancelled_by_client_uuid",
+        "cancelled_by_user_uuid",
+        "started_at",
+        "finished_at",
+        "output",
+        "success",
+        "running",
+        "state",
+        "is_locked_by_uuid",
+        "log",
+        "runtime_constraints",
+        "tasks_summary",
+        "nondeterministic",
+        "repository",
+        "supplied_script_version",
+        "arvados_sdk_version",
+        "docker_image_locator",
+        "queue_position",
+        "node_uuids",
+        "description",
+        "components",
+    )
+    CLIENT_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "submit_id",
+            "priority",
+            "script",
+            "script_parameters",
+            "script_version",
+            "cancelled_at",
+            "cancelled_by_client_uuid",
+            "cancelled_by_user_uuid",
+            "started_at",
+            "finished_at",
+            "output",
+            "success",
+            "running",
+            "state",
+            "is_locked_by_uuid",
+            "log",
+            "runtime_constraints",
+            "tasks_summary",
+            "nondeterministic",
+            "repository",
+            "supplied_script_version",
+            "description",
+            "components",
+            "owner_uuid",
+            "uuid",
+        }
+    )
+    # Server-only attributes are dropped without an error (spec §2.13); computed ones too.
+    IGNORED_FIELDS: ClassVar[frozenset[str]] = ArvadosModel.IGNORED_FIELDS | frozenset(
+        {"arvados_sdk_version", "docker_image_locator", "queue_position", "node_uuids"}
+    )
+    HASH_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"script_parameters", "runtime_constraints", "tasks_summary", "components"}
+    )
+    # Hidden from clients and from filters (spec §1.5, §1.8).
+    FILTER_EXCLUDE: ClassVar[tuple[str, ...]] = ("script_parameters_digest",)
+
+    class Meta:
+        db_table = "jobs"
+        indexes = [  # noqa: RUF012  (Django reads Meta attributes; they are never mutated)
+            # The reuse lookup: one indexed query on the job's identity.
+            models.Index(
+                fields=["repository", "script", "script_parameters_digest", "state"],
+                name="jobs_reuse_identity",
+            ),
+            # The queue: state, then run order.
+            models.Index(fields=["state", "-priority", "created_at"], name="jobs_queue_order"),
+        ]
+
+    @property
+    def queue_position(self) -> int | None:
+        return 0 if self.state == JobState.QUEUED else None
