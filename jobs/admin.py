@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from jobs.models import ApiClientAuthorization, Collection, Group, Link, Node, Repository, User
+from jobs.models import (
+    ApiClientAuthorization,
+    Collection,
+    Group,
+    Job,
+    Link,
+    Node,
+    Repository,
+    User,
+)
 
 READ_ONLY_COMMON = (
     "uuid",
@@ -97,3 +106,64 @@ class NodeAdmin(admin.ModelAdmin):
     list_display = ("hostname", "uuid", "job_uuid", "last_ping_at")
     search_fields = ("hostname", "uuid", "job_uuid")
     readonly_fields = READ_ONLY_COMMON
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    """Jobs. What ran (repository, commit, parameters, image) is read-only: it is the record
+    reuse relies on. Operators change priority and description here; cancelling goes through
+    the API (or the queue view)."""
+
+    list_display = (
+        "uuid",
+        "state",
+        "repository",
+        "script",
+        "short_version",
+        "priority",
+        "owner_uuid",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("state", "repository", "script", "nondeterministic")
+    search_fields = (
+        "uuid",
+        "script",
+        "script_version",
+        "supplied_script_version",
+        "repository",
+        "owner_uuid",
+        "output",
+    )
+    ordering = ("-created_at",)
+    readonly_fields = (
+        *READ_ONLY_COMMON,
+        "repository",
+        "script",
+        "script_version",
+        "supplied_script_version",
+        "script_parameters",
+        "script_parameters_digest",
+        "runtime_constraints",
+        "docker_image_locator",
+        "arvados_sdk_version",
+        "state",
+        "running",
+        "success",
+        "started_at",
+        "finished_at",
+        "cancelled_at",
+        "cancelled_by_user_uuid",
+        "cancelled_by_client_uuid",
+        "is_locked_by_uuid",
+        "output",
+        "log",
+        "tasks_summary",
+        "components",
+        "submit_id",
+        "owner_uuid",
+    )
+
+    @admin.display(description="commit", ordering="script_version")
+    def short_version(self, job: Job) -> str:
+        return job.script_version[:12]

@@ -3,13 +3,22 @@
 import pytest
 from django.urls import reverse
 
-from jobs.models import ApiClientAuthorization, Collection, Group, Link, Node, Repository, User
+from jobs.models import (
+    ApiClientAuthorization,
+    Collection,
+    Group,
+    Job,
+    Link,
+    Node,
+    Repository,
+    User,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.mark.parametrize(
-    "model", [User, Group, ApiClientAuthorization, Link, Collection, Repository, Node]
+    "model", [User, Group, ApiClientAuthorization, Link, Collection, Job, Repository, Node]
 )
 def test_admin_pages_render(client, admin, api, model):
     admin_user, token = admin
@@ -18,6 +27,22 @@ def test_admin_pages_render(client, admin, api, model):
     api.ok("POST", "links", body={"link": {"link_class": "tag"}}, token=token)
     api.ok("POST", "groups", body={"group": {"name": "g"}}, token=token)
     api.ok("POST", "collections", body={"collection": {"name": "c"}}, token=token)
+    if model is Job:
+        from django.utils import timezone
+
+        now = timezone.now()
+        Job.objects.create(
+            uuid=Job.new_uuid(),
+            owner_uuid=admin_user.uuid,
+            created_at=now,
+            modified_at=now,
+            repository="admin/x",
+            script="s",
+            script_version="a" * 40,
+            script_parameters={},
+            script_parameters_digest="99914b932bd37a50b983c5e7c90ae93b",
+            state="Queued",
+        )
     assert client.login(username="admin", password="pw")
     opts = model._meta
     changelist = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
