@@ -99,12 +99,23 @@ def _migrated(
     return None
 
 
+def _compatible(
+    collection: Collection, pattern: re.Pattern[str], readers: list[User]
+) -> Collection | None:
+    """The collection if it is an image in an allowed format, else the image its migration
+    link leads to (if compatible), else None."""
+    if is_image(collection, pattern):
+        return collection
+    return _migrated(collection, pattern, readers)
+
+
 def find_all_docker_images(
     *, search: str, tag: str | None, readers: list[User], compatible_only: bool = True
 ) -> list[Collection]:
     """Image collections matching `search` (repository, repo:tag, hash prefix or PDH), best
     first: images with an `image_timestamp` before those without, newer first, then newer
-    links. Raises IncompatibleImage when images match but none has an allowed format."""
+    links. Raises IncompatibleImage when links match images but none has an allowed format.
+    """
     if not isinstance(search, str) or not search:
         return []
     pattern = file_pattern(compatible_only=compatible_only)
@@ -112,28 +123,35 @@ def find_all_docker_images(
 
     locator = manifests.parse_locator(search)
     if locator is not None:
+        # Step 3: the collection itself, if it is a compatible image; otherwise nothing
+        # (the "incompatible" error of step 8 is for link matches only).
         found = readable.filter(portable_data_hash=locator.portable).first()
-        if found is None:
-            return []
-        if is_image(found, pattern):
-            return [found]
-        migrated = _migrated(found, pattern, readers)
-        if migrated is not None:
-            return [migrated]
-        raise IncompatibleImage()
+        compatible = _compatible(found, pattern, readers) if found is not None else None
+        return [compatible] if compatible is not None else []
 
     if tag is None and ":" in search:
         search, tag = search.split(":", 1)
-    links = restrict_readable(Link.objects.all(), readers).filter(
-        link_class="docker_image_repo+tag", name=f"{search}:{tag or 'latest'}"
+    # Step 1: candidate links are readable and point at a readable collection, so a readable
+    # tag link to an image the readers cannot see does not hide the hash search.
+    candidates = restrict_readable(Link.objects.all(), readers).filter(
+        head_uuid__in=readable.values("uuid")
     )
-    if not links.exists():
-        links = restrict_readable(Link.objects.all(), readers).filter(
-            link_class="docker_image_hash", name__startswith=search
-        )
-    links = list(links.order_by("-created_at", "-id"))
-    heads = {link.head_uuid for link in links}
-    collections = {c.uuid: c for c in readable.filter(uuid__in=heads)}
+    order = ("-created_at", "-id")
+    links = list(
+        candidates.filter(
+            link_class="docker_image_repo+tag", name=f"{search}:{tag or 'latest'}"
+        ).order_by(*order)
+    )
+    if not links:
+        # A case-sensitive prefix: SQLite's LIKE (behind `startswith`) ignores ASCII case.
+        links = [
+            link
+            for link in candidates.filter(
+                link_class="docker_image_hash", name__startswith=search
+            ).order_by(*order)
+            if link.name.startswith(search)
+        ]
+    collections = {c.uuid: c for c in readable.filter(uuid__in={lk.head_uuid for lk in links})}
     # Links are visited newest first; a collection keeps the key of its oldest link.
     keys: dict[str, tuple[int, float, float]] = {}
     for link in links:
@@ -148,13 +166,9 @@ def find_all_docker_images(
     ranked = sorted(keys.items(), key=lambda item: item[1])
     results: list[Collection] = []
     for uuid, _key in ranked:
-        collection = collections[uuid]
-        if is_image(collection, pattern):
-            results.append(collection)
-        else:
-            migrated = _migrated(collection, pattern, readers)
-            if migrated is not None:
-                results.append(migrated)
+        compatible = _compatible(collections[uuid], pattern, readers)
+        if compatible is not None:
+            results.append(compatible)
     if ranked and not results:
         raise IncompatibleImage()
     return results

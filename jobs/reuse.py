@@ -12,7 +12,10 @@ submitted job) are translated (`in git` → commit lists, `in docker` → image 
 
 Beyond the original: identical concurrent submissions are serialised on a lock keyed by
 (repository, script, parameters digest), so they get one job; and `explain` says, candidate
-by candidate, the first reason it was or was not reused.
+by candidate, the first reason it was or was not reused. Where the legacy form cannot
+resolve what the submission names (its script_version, Quirk 7; likewise its Docker image
+or SDK version), the request fails as creating the job would, instead of dropping the
+constraint and reusing a job that does not satisfy it.
 """
 
 from __future__ import annotations
@@ -65,13 +68,45 @@ def _strings(value: Any, what: str) -> list[str]:
     return items
 
 
+def _label(condition: list[Any], submitted: dict[str, Any] | None, *, legacy: bool) -> str:
+    """The words `explain` uses for a job that fails a generic filter. The legacy form's
+    filters come from the submission, so their labels can say what it asked for."""
+    attr, op, operand = condition
+    given = submitted or {}
+    constraints = given.get("runtime_constraints")
+    constraints = constraints if isinstance(constraints, dict) else {}
+    if op == "=" and attr == "docker_image_locator" and legacy:
+        if operand is None:
+            return "it ran in a Docker image, and the submission names none"
+        image, tag = constraints.get("docker_image"), constraints.get("docker_image_tag")
+        term = f"{image}:{tag}" if tag else image
+        return f"its docker_image_locator is not {operand}, the latest image for {term}"
+    if op == "=" and attr in ("script_version", "arvados_sdk_version") and legacy:
+        wanted = (
+            given.get("script_version")
+            if attr == "script_version"
+            else constraints.get("arvados_sdk_version")
+        )
+        return f"its {attr} is not {operand}" + (
+            f" ({wanted})" if isinstance(wanted, str) and wanted != operand else ""
+        )
+    if op == "=" and isinstance(attr, str):
+        return f"its {attr} is not {json.dumps(operand)}"
+    return f"it does not match the filter {json.dumps(condition)}"
+
+
 def translate_filters(
-    filters: list[Any], *, user: User, readers: list[User], submitted: dict[str, Any] | None
+    filters: list[Any],
+    *,
+    user: User,
+    readers: list[User],
+    submitted: dict[str, Any] | None,
+    legacy: bool = False,
 ) -> Translated:
     """§3.4: rewrite `in git`/`not in git`/`in docker`/`not in docker` into generic filters.
 
     `submitted` is the job being created (its raw script_version ends git ranges), or None
-    for list and queue (ranges end at HEAD).
+    for list and queue (ranges end at HEAD). `legacy`: the filters are the legacy form's.
     """
     out = Translated()
     script_info: dict[str, Any] = {}
@@ -80,7 +115,7 @@ def translate_filters(
         if not (
             isinstance(condition, list) and len(condition) == 3 and isinstance(condition[1], str)
         ):
-            out.add(condition, f"does not match filter {json.dumps(condition)}")
+            out.add(condition, f"it does not match the filter {json.dumps(condition)}")
             continue
         attr, op, operand = condition
         op_name = op.lower()
@@ -88,7 +123,7 @@ def translate_filters(
             if attr in script_info and script_info[attr] != operand:
                 raise InvalidRequest(f"incompatible {attr} filters")
             script_info.setdefault(attr, operand)
-            out.add(condition, f"its {attr} is not {json.dumps(operand)}")
+            out.add(condition, _label(condition, submitted, legacy=legacy))
         elif op_name in GIT_OPERATORS:
             if not isinstance(attr, str):
                 raise InvalidRequest(f"unknown attribute for git filter: {json.dumps(attr)}")
@@ -111,13 +146,15 @@ def translate_filters(
                     if image.portable_data_hash not in hashes:
                         hashes.append(image.portable_data_hash)
             generic = "in" if op_name == "in docker" else "not in"
+            images = f"the images {json.dumps(operand)} names ({len(hashes)} found)"
             out.add(
                 [attr, generic, hashes],
-                f"its {attr} is {'not ' if generic == 'in' else ''}one of the images "
-                f"{json.dumps(operand)} names",
+                f"its {attr} is not one of {images}"
+                if generic == "in"
+                else f"its {attr} is one of {images}",
             )
         else:
-            out.add(condition, f"does not match filter {json.dumps(condition)}")
+            out.add(condition, _label(condition, submitted, legacy=legacy))
 
     for attr, git_range in ranges.items():
         if attr == "script_version":
@@ -148,8 +185,9 @@ def translate_filters(
             )
         out.add(
             [attr, "in", revs],
-            f"its {attr} is outside the commits from '{minimum or ''}' to '{maximum}' "
-            f"in {repository}" + (f", excluding {json.dumps(exclude)}" if exclude else ""),
+            f"its {attr} is not one of the {len(revs)} commits from '{minimum or ''}' to "
+            f"'{maximum}' in {repository}"
+            + (f", excluding {json.dumps(exclude)}" if exclude else ""),
         )
     return out
 
@@ -192,13 +230,20 @@ def legacy_filters(
         tag = constraints.get("docker_image_tag")
         term = f"{image}:{tag}" if tag else image
         found = docker.find_latest_docker_image(search=str(term), tag=None, readers=[user])
-        locator = found.portable_data_hash if found else None
+        if found is None:
+            # The original matched jobs without an image here (locator null); like Quirk 7,
+            # fail as creating the job would, instead of reusing a job that ran no image.
+            raise InvalidRequest(f"Docker image locator not found for {image}")
+        locator = found.portable_data_hash
     filters.append(["docker_image_locator", "=", locator])
     sdk = constraints.get("arvados_sdk_version")
     if sdk:
         commit = git.resolve_commit(user=user, repo="arvados", ref=str(sdk))
-        if commit:
-            filters.append(["arvados_sdk_version", "=", commit])
+        if commit is None:
+            # The original added no SDK filter here, so any SDK version matched; fail as
+            # creating the job would (the same reasoning as Quirk 7).
+            raise InvalidRequest(f"Arvados sdk version {sdk} does not resolve to a commit")
+        filters.append(["arvados_sdk_version", "=", commit])
     return filters
 
 
@@ -218,24 +263,34 @@ _LOCAL_LOCK = threading.Lock()
 
 @contextmanager
 def identity_lock(*, repository: str, script: str, digest: str) -> Iterator[None]:
-    """Serialise find_or_create for one (repository, script, parameters digest).
+    """A transaction that no other find_or_create for the same (repository, script,
+    parameters digest) overlaps: the second one starts its search only once the first one's
+    job is committed, so it finds that job instead of creating another.
 
-    PostgreSQL: a transaction-scoped advisory lock (call inside `transaction.atomic`), so
-    every API process agrees. SQLite: a process-wide lock (writes are serialised there
-    anyway; the embedded default runs one API process).
+    PostgreSQL: a transaction-scoped advisory lock taken first in the transaction and
+    released by its commit, so every API process agrees. SQLite: a process-wide lock held
+    around the whole transaction, commit included (released before the commit, it would let
+    the next submission search before the first one's job is visible). Writes are
+    serialised there anyway, and the embedded default runs one API process.
     """
     key = f"{repository}\x00{script}\x00{digest}".encode()
     if connection.vendor == "postgresql":
         number = int.from_bytes(hashlib.sha256(key).digest()[:8], "big", signed=True)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [number])
-        yield
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [number])
+            yield
     else:
-        with _LOCAL_LOCK:
+        with _LOCAL_LOCK, transaction.atomic():
             yield
 
 
 # --- Candidates and the selection loop --------------------------------------------------
+
+
+# §3.5 item 6: Running, Queued, then Complete ("R" > "Q" > "C"), oldest first; the id
+# settles jobs created within the same microsecond.
+CANDIDATE_ORDER = ("-state", "created_at", "id")
 
 
 def candidates_queryset(*, user: User, digest: str, filters: list[Any]) -> Any:
@@ -250,25 +305,34 @@ def candidates_queryset(*, user: User, digest: str, filters: list[Any]) -> Any:
 
 
 REFUSED = object()
+REUSED = "reused"
 
 
 def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
-    """§3.6 / §3.7 over candidates in order; returns the choice and a reason per job."""
+    """§3.6 / §3.7 over candidates in order; returns the choice and a reason per job.
+
+    The reason of the job returned starts with "reused"; no other reason does.
+    """
     reasons: dict[str, str] = {}
     incomplete: Job | None = None
-    chosen: Any = None
-    chosen_output: str | None = None
+    chosen: Any = None  # a Job, REFUSED or None
+    provisional: Job | None = None  # the job chosen before a refusal, if any
+    reference: Job | None = None  # the completed job whose output the others must match
+    refusal: str | None = None  # why no completed job is reused
     differ_ok = settings.CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER
     for job in jobs:
         if job.state != JobState.COMPLETE:
             if incomplete is None:
                 incomplete = job
-                reasons[job.uuid] = f"your own {job.state} job: reusable if no completed job is"
+                reasons[job.uuid] = f"your own {job.state} job: reused only if no completed job is"
             else:
-                reasons[job.uuid] = f"your own {job.state} job, but an earlier one comes first"
+                reasons[job.uuid] = (
+                    f"your own {job.state} job, but your {incomplete.state} job "
+                    f"{incomplete.uuid} comes first"
+                )
             continue
-        if chosen is REFUSED and not differ_ok:
-            reasons[job.uuid] = "not considered: completed candidates disagree on the output"
+        if refusal is not None:
+            reasons[job.uuid] = f"not considered: {refusal}"
             continue
         if job.output is None:
             reasons[job.uuid] = "completed without an output"
@@ -282,39 +346,61 @@ def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
             elif not pdh_readable(user, job.log):
                 reasons[job.uuid] = f"its log {job.log} is not readable by you"
             else:
-                reasons[job.uuid] = "reused: the oldest completed job with a readable output"
+                reasons[job.uuid] = (
+                    f"{REUSED}: the oldest completed job with a readable output and log "
+                    "(outputs may differ: CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER)"
+                )
                 return job, reasons
             continue
-        if chosen_output is not None:
-            if job.output != chosen_output:
+        if reference is not None:
+            if job.output != reference.output:
                 chosen = REFUSED
-                reasons[job.uuid] = (
-                    f"its output {job.output} disagrees with {chosen_output}: "
-                    "no completed job is reused"
+                refusal = (
+                    f"completed jobs disagree on the output: {reference.uuid} has "
+                    f"{reference.output}, {job.uuid} has {job.output}"
                 )
+                reasons[job.uuid] = (
+                    f"its output {job.output} disagrees with {reference.output}, the output "
+                    f"of {reference.uuid}: no completed job is reused"
+                )
+            elif chosen is reference:
+                reasons[job.uuid] = f"same output as {reference.uuid}, which is older"
             else:
-                reasons[job.uuid] = "same output as the earlier completed job"
+                reasons[job.uuid] = (
+                    f"same output as {reference.uuid}, whose log is not readable by you: "
+                    "only the oldest completed job with an output and a log can be reused"
+                )
             continue
         if not pdh_readable(user, job.output):
             chosen = REFUSED
+            refusal = (
+                f"the output {job.output} of {job.uuid}, the oldest completed job with an "
+                "output and a log, is not readable by you"
+            )
             reasons[job.uuid] = (
                 f"its output {job.output} is not readable by you: no completed job is reused"
             )
             continue
-        chosen_output = job.output
+        reference = job
         if not pdh_readable(user, job.log):
-            reasons[job.uuid] = f"its log {job.log} is not readable by you"
+            reasons[job.uuid] = (
+                f"its log {job.log} is not readable by you (later completed jobs must still "
+                f"have its output {job.output})"
+            )
             continue
-        chosen = job
-        reasons[job.uuid] = "reused: the oldest completed job with readable output and log"
-    if isinstance(chosen, Job):
-        result: Job | None = chosen
-    else:
-        result = incomplete
+        chosen = provisional = job
+        reasons[job.uuid] = f"{REUSED}: the oldest completed job with a readable output and log"
+    if provisional is not None and refusal is not None:
+        reasons[provisional.uuid] = (
+            f"not reused although its output and log are readable: {refusal}"
+        )
+    result: Job | None = chosen if isinstance(chosen, Job) else incomplete
     if result is not None and result.state != JobState.COMPLETE:
-        reasons[result.uuid] = f"reused: your own {result.state} job"
-        if chosen is REFUSED:
-            reasons[result.uuid] += " (completed candidates were refused)"
+        reasons[result.uuid] = f"{REUSED}: your own {result.state} job" + (
+            f" (no completed job is reused: {refusal})"
+            if refusal
+            else " (no completed job qualifies)"
+        )
     return result, reasons
 
 
@@ -323,11 +409,29 @@ def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
 EXPLAIN_LIMIT = 50
 
 
+def _state_reason(job: Job, user: User) -> str | None:
+    """Why `job`'s state keeps it out of the candidates (§3.5 item 2), or None."""
+    if job.state == JobState.COMPLETE:
+        return None
+    if job.state in (JobState.QUEUED, JobState.RUNNING):
+        if job.owner_uuid == user.uuid:
+            return None
+        return (
+            f"it is another user's {job.state} job: only Complete jobs, or your own Queued "
+            "or Running ones, are reused"
+        )
+    return (
+        f"its state is {job.state}: only Complete jobs, or your own Queued or Running ones, "
+        "are reused"
+    )
+
+
 def explain_candidates(
     *, user: User, digest: str, translated: Translated, decisions: dict[str, str]
 ) -> list[dict[str, Any]]:
     """Every job with the submitted parameters (and the repository/script the filters name),
-    with the first reason it was or was not reused. At most EXPLAIN_LIMIT jobs."""
+    with the first reason it was or was not reused. At most EXPLAIN_LIMIT jobs, in the
+    candidates' order."""
     pool = Job.objects.filter(script_parameters_digest=digest)
     for condition in translated.filters:
         if (
@@ -338,35 +442,30 @@ def explain_candidates(
             and isinstance(condition[2], str)
         ):
             pool = pool.filter(**{condition[0]: condition[2]})
-    jobs = list(pool.order_by("-state", "created_at")[:EXPLAIN_LIMIT])
-    uuids = [j.uuid for j in jobs]
-    base = Job.objects.filter(uuid__in=uuids)
+    jobs = list(pool.order_by(*CANDIDATE_ORDER)[:EXPLAIN_LIMIT])
+    base = Job.objects.filter(uuid__in=[j.uuid for j in jobs])
 
     def passing(queryset: Any) -> set[str]:
         return set(queryset.values_list("uuid", flat=True))
 
-    steps: list[tuple[str, set[str]]] = [
-        ("not readable by you", passing(restrict_readable(base, [user]))),
-        (
-            "its state is not reusable: only Complete jobs, or your own Queued or Running ones",
-            passing(
-                base.filter(
-                    Q(state=JobState.COMPLETE)
-                    | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
-                )
-            ),
-        ),
-        ("it is marked nondeterministic", passing(base.exclude(nondeterministic=True))),
+    readable = passing(restrict_readable(base, [user]))
+    filter_steps = [
+        (label, passing(apply_filters(base, Job, filters=[condition])))
+        for condition, label in zip(translated.filters, translated.labels, strict=True)
     ]
-    for condition, label in zip(translated.filters, translated.labels, strict=True):
-        steps.append((label, passing(apply_filters(base, Job, filters=[condition]))))
     explained = []
     for job in jobs:
-        reason = next((label for label, ok in steps if job.uuid not in ok), None)
+        if job.uuid not in readable:
+            reason: str | None = "not readable by you"
+        elif (reason := _state_reason(job, user)) is None:
+            if job.nondeterministic:
+                reason = "it is marked nondeterministic: such jobs are never reused"
+            else:
+                reason = next((label for label, ok in filter_steps if job.uuid not in ok), None)
         decision = "rejected"
         if reason is None:
-            reason = decisions.get(job.uuid, "not reached")
-            decision = "reused" if reason.startswith("reused") else "passed over"
+            reason = decisions.get(job.uuid, "not reached: an older job was reused first")
+            decision = "reused" if reason.startswith(REUSED) else "passed over"
         explained.append(
             {
                 "uuid": job.uuid,
@@ -388,6 +487,14 @@ class Submission:
     job: Job
     reused: bool
     explanation: dict[str, Any] | None = None
+
+
+def require_attributes(attrs: dict[str, Any]) -> None:
+    """§3.1 step 1 (before anything else about the request is looked at): the first of
+    repository, script, script_version, script_parameters that is missing or null."""
+    for name in REQUIRED_ATTRIBUTES:
+        if attrs.get(name) is None:
+            raise InvalidRequest(f"{name} attribute must be specified")
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -412,9 +519,7 @@ def job_submit(
     explain: bool = False,
 ) -> Submission:
     """Create a job, or with `find_or_create` hand back an equivalent earlier one (§3.1)."""
-    for name in REQUIRED_ATTRIBUTES:
-        if attrs.get(name) is None:
-            raise InvalidRequest(f"{name} attribute must be specified")
+    require_attributes(attrs)
     attrs = dict(attrs)
     if "minimum_script_version" in attrs:
         minimum_script_version = attrs.pop("minimum_script_version")
@@ -436,11 +541,8 @@ def job_submit(
 
     user = actor.user
     digest = parameters_digest(attrs.get("script_parameters"))
-    with (
-        transaction.atomic(),
-        identity_lock(
-            repository=str(attrs.get("repository")), script=str(attrs.get("script")), digest=digest
-        ),
+    with identity_lock(
+        repository=str(attrs.get("repository")), script=str(attrs.get("script")), digest=digest
     ):
         if filters:
             translated = translate_filters(
@@ -457,11 +559,12 @@ def job_submit(
                 user=user,
                 readers=[user],
                 submitted=attrs,
+                legacy=True,
             )
         _require_identity_filters(translated.filters)
         candidates = list(
             candidates_queryset(user=user, digest=digest, filters=translated.filters).order_by(
-                "-state", "created_at"
+                *CANDIDATE_ORDER
             )
         )
         chosen, decisions = select(candidates, user=user)

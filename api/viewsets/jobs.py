@@ -19,7 +19,7 @@ from api.params import ListParams, parse_bool, parse_json_param, parse_list_para
 from api.viewsets.base import ArvadosViewSet
 from jobs.filters import apply_filters
 from jobs.models import Job, JobState, Node
-from jobs.reuse import job_submit, translate_filters
+from jobs.reuse import job_submit, require_attributes, translate_filters
 from jobs.services.jobs import job_cancel, job_lock
 
 JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
@@ -114,6 +114,7 @@ class JobViewSet(ArvadosViewSet):
 
     def create(self, request: Request) -> Response:
         attrs = self.object_attrs()
+        require_attributes(attrs)  # §3.1: before the parameters are parsed
         params = self.params
         filters = params.get("filters")
         exclude = params.get("exclude_script_versions")
