@@ -281,10 +281,13 @@ class JobService(ResourceService):
         Resolved when the job is created or its constraints change, not on every save: a
         finished job's record must keep the image it ran, even after a newer image is
         tagged the same way."""
-        constraints = job.runtime_constraints
         default = settings.CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_JOBS
+        if default and job.runtime_constraints is None:
+            job.runtime_constraints = {}  # a missing hash is {} (§2.1)
+        constraints = job.runtime_constraints
         if default and isinstance(constraints, dict) and not constraints.get("docker_image"):
             constraints["docker_image"] = default
+            changed.add("runtime_constraints")
         for name, resolve in (
             ("docker_image_locator", resolve_image),
             ("arvados_sdk_version", resolve_sdk_version),

@@ -805,12 +805,6 @@ def test_legacy_form_does_not_apply_the_default_image(w: World, settings: Any) -
     assert w.reuse(runtime_constraints=IMAGE)["uuid"] == ran["uuid"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/services/jobs.py applies CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_JOBS only when "
-    "runtime_constraints is an object, and a job created without runtime_constraints stores "
-    "null (spec §2.1: the default is {}), so it gets no image",
-)
 def test_default_image_applies_without_runtime_constraints(w: World, settings: Any) -> None:
     default = w.image("default", repo_tag="arvados/jobs:latest")
     settings.CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_JOBS = "arvados/jobs"
