@@ -18,7 +18,7 @@ is *generated*, never written by hand:
 
 Not advertised on purpose: `configs` (we do not serve `/arvados/v1/config`, and the SDK fetches
 it inside `arvados.api()` whenever it is advertised, failing the build on a 404),
-`keep_services` (we run no Keep), `websocketUrl` (no websocket: the SDK falls back to polling),
+`websocketUrl` (no websocket: the SDK falls back to polling),
 and `features: ["dataWrapper"]` (it would wrap every body in `{"data": ...}`).
 """
 
@@ -48,9 +48,10 @@ from jobs.uuids import infix_for
 SERVICE_PATH = "arvados/v1/"
 # Bump when the document's shape changes (YYYYMMDD, as Arvados does).
 REVISION = "20250101"
-# Arvados' defaults; clients other than the Python SDK read them.
-DEFAULT_COLLECTION_REPLICATION = 2
-BLOB_SIGNATURE_TTL = 14 * 24 * 3600
+# Arvados' defaults; clients other than the Python SDK read them. The SDK asks Keep for
+# defaultCollectionReplication copies of each block: Crunch stores one (a file, or an S3
+# object), and says so.
+DEFAULT_COLLECTION_REPLICATION = 1
 DEFAULT_TRASH_LIFETIME = 14 * 24 * 3600
 DOCKER_IMAGE_FORMATS = ["v2"]
 
@@ -105,9 +106,11 @@ def field_schema(
     attribute and the target's key; computed attributes (properties, class attributes) by
     their type annotation; finally the Arvados naming convention for attributes computed by
     a viewset (`extra_attributes`): `*_url`/`*_uuid` are strings, `*_urls`/`*_uuids` lists
-    of strings.
+    of strings. A resource that is computed rather than stored (keep services) has no
+    Django fields: its attributes are typed by annotation.
     """
-    for concrete in model._meta.concrete_fields:
+    meta = getattr(model, "_meta", None)
+    for concrete in meta.concrete_fields if meta is not None else ():
         if name not in (concrete.name, concrete.attname):
             continue
         if concrete.is_relation and name == concrete.attname:
@@ -489,7 +492,7 @@ def discovery_document(request: HttpRequest) -> dict[str, Any]:
         "maxRequestSize": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
         "maxItemsPerResponse": settings.CRUNCH_MAX_ITEMS_PER_RESPONSE,
         "defaultCollectionReplication": DEFAULT_COLLECTION_REPLICATION,
-        "blobSignatureTtl": BLOB_SIGNATURE_TTL,
+        "blobSignatureTtl": settings.CRUNCH_BLOB_SIGNATURE_TTL,
         "defaultTrashLifetime": DEFAULT_TRASH_LIFETIME,
         "dockerImageFormats": DOCKER_IMAGE_FORMATS,
         "parameters": {k: dict(v) for k, v in GLOBAL_PARAMETERS.items()},

@@ -1,8 +1,9 @@
 """The one place where errors become HTTP responses (spec §1.10).
 
 Every error is `{"errors": [...plain messages...], "error_token": "<unix>+<8 hex>"}` with a
-4xx status. Unexpected exceptions are logged with their token and answered 422 with a plain
-message: a 500 would make the Arvados SDK retry for many minutes.
+4xx status (or 503 when the block store cannot be reached: a retry may help there).
+Unexpected exceptions are logged with their token and answered 422 with a plain message: a
+500 would make the Arvados SDK retry for many minutes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ STATUS_BY_CODE = {
     "unauthenticated": 401,
     "forbidden": 403,
     "not_found": 404,
+    "length_required": 411,
+    "too_large": 413,
+    # The block store is unreachable: a 503 makes clients retry, which is what helps here.
+    "unavailable": 503,
 }
 
 CORS_HEADERS = {

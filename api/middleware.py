@@ -1,6 +1,7 @@
 """Request shaping shared by every `/arvados/v1/` and `/discovery/` path (spec §1.1).
 
-- `.json` suffixes are stripped before routing;
+- `.json` suffixes are stripped before routing (not from collection file paths, where they
+  belong to a file's name);
 - `POST` with `_method=GET` (query or form body) or `X-HTTP-Method-Override: GET` becomes a
   GET whose parameters are the query plus the form body (how the SDK sends long URLs);
 - `OPTIONS` answers an empty 200; every response carries the CORS headers;
@@ -14,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from django.http import HttpRequest, HttpResponse, QueryDict
 
+from api.collection_files import COLLECTION_FILES_PATH_RE
 from api.exceptions import CORS_HEADERS, error_response, response_for
 
 API_PREFIXES = ("/arvados/v1", "/discovery/")
@@ -27,7 +29,7 @@ class ArvadosRequestMiddleware:
         path = request.path_info
         if not path.startswith(API_PREFIXES):
             return self.get_response(request)
-        if path.endswith(".json"):
+        if path.endswith(".json") and not COLLECTION_FILES_PATH_RE.match(path):
             request.path_info = path[: -len(".json")]
         if request.method == "OPTIONS":
             response = HttpResponse(b"", status=200)

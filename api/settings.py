@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -34,6 +35,29 @@ CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_JOBS = env_str("CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_
 # Reuse the oldest readable completed job even when completed candidates' outputs differ
 # (spec §3.7).
 CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER = env_bool("CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER", False)
+
+# The content store (README, "Storing data"): blocks in CRUNCH_DATA_DIR/keep, or in an
+# S3-compatible bucket shared by several machines (credentials: the usual AWS_* variables).
+CRUNCH_KEEP_DIR = CRUNCH_DATA_DIR / "keep"
+CRUNCH_KEEP_BACKEND = env_str("CRUNCH_KEEP_BACKEND", "filesystem")
+if CRUNCH_KEEP_BACKEND not in ("filesystem", "s3"):
+    raise ImproperlyConfigured(
+        f"CRUNCH_KEEP_BACKEND must be filesystem or s3, not {CRUNCH_KEEP_BACKEND!r}"
+    )
+CRUNCH_KEEP_S3_BUCKET = env_str("CRUNCH_KEEP_S3_BUCKET")
+CRUNCH_KEEP_S3_ENDPOINT = env_str("CRUNCH_KEEP_S3_ENDPOINT").rstrip("/")
+CRUNCH_KEEP_S3_REGION = env_str("CRUNCH_KEEP_S3_REGION")
+if CRUNCH_KEEP_BACKEND == "s3" and not re.match(r"^[A-Za-z0-9._-]{3,63}\Z", CRUNCH_KEEP_S3_BUCKET):
+    raise ImproperlyConfigured(
+        f"CRUNCH_KEEP_S3_BUCKET must name a bucket, not {CRUNCH_KEEP_S3_BUCKET!r}"
+    )
+if CRUNCH_KEEP_S3_ENDPOINT and not re.match(r"^https?://[^/\s]+(/\S*)?\Z", CRUNCH_KEEP_S3_ENDPOINT):
+    raise ImproperlyConfigured(
+        f"CRUNCH_KEEP_S3_ENDPOINT must be an http:// or https:// URL, not "
+        f"{CRUNCH_KEEP_S3_ENDPOINT!r}"
+    )
+# How long a signed block locator stays valid, in seconds (Arvados' blobSignatureTtl).
+CRUNCH_BLOB_SIGNATURE_TTL = env_int("CRUNCH_BLOB_SIGNATURE_TTL", 14 * 24 * 3600, minimum=60)
 
 
 def _secret_key() -> str:

@@ -7,8 +7,10 @@ from typing import Any
 from django.contrib import admin
 from django.urls import URLPattern, path, re_path
 
+from api.collection_files import COLLECTION_FILES_ROUTE, collection_files
 from api.discovery import discovery_view
 from api.git_http import GIT_HTTP_ROUTE, git_http
+from api.keep import KEEP_BLOCK_ROUTE, keep_block
 from api.viewsets.resources import RESOURCE_VIEWSETS
 
 UUID = r"(?P<uuid>[^/]+)"
@@ -65,6 +67,8 @@ urlpatterns: list[Any] = [
     path("admin/", admin.site.urls),
     path("discovery/v1/apis/arvados/v1/rest", discovery_view, name="discovery"),
     re_path(GIT_HTTP_ROUTE, git_http, name="git-http"),
+    re_path(KEEP_BLOCK_ROUTE, keep_block, name="keep-block"),
+    re_path(COLLECTION_FILES_ROUTE, collection_files, name="collection-files"),
 ]
 for _viewset in RESOURCE_VIEWSETS:
     urlpatterns += resource_routes(_viewset)

@@ -1,7 +1,7 @@
 """`crunch`: the production processes (`serve`, `worker`) and, for a first run, `dev`.
 
-Configuration comes from the environment (see README). Client commands (submit, logs, put,
-get...) join this entry point as the API grows.
+Configuration comes from the environment (see README). Client commands (`put`, `get`, `ls`
+in `crunch.keepcli`; submit, logs...) join this entry point as the API grows.
 """
 
 from __future__ import annotations
@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="API and one worker together (make run)")
     dev.add_argument("--bind", dest="bind_text", default="127.0.0.1:8000", metavar="HOST:PORT")
     dev.set_defaults(func=cmd_dev)
+
+    from crunch.keepcli import add_parsers as add_keep_parsers
+
+    add_keep_parsers(sub)
     return parser
 
 

@@ -162,3 +162,20 @@ def spectator(make_user: Callable[..., tuple[Any, str]]) -> tuple[Any, str]:
 def _isolated_repositories(settings: Any, tmp_path: Path) -> Iterator[None]:
     settings.CRUNCH_GIT_DIR = tmp_path / "git"
     yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_keep(settings: Any, tmp_path: Path) -> Iterator[None]:
+    """Each test has a content store of its own (so dedupe and corruption tests see only
+    their own blocks)."""
+    settings.CRUNCH_KEEP_DIR = tmp_path / "keep"
+    yield
+
+
+@pytest.fixture(scope="session")
+def crunch_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real `crunch serve` over TLS with users admin, alice and bob (tests/keep_server.py)."""
+    from tests.keep_server import running_crunch
+
+    with running_crunch(tmp_path_factory.mktemp("crunch-serve")) as server:
+        yield server

@@ -99,6 +99,14 @@ class ArvadosViewSet(ViewSet):
     def object_attrs(self) -> dict[str, Any]:
         raw = self.params.get(self.singular)
         if raw is None:
+            # A JSON body of bare attributes, as the SDK's Collection.save_new() sends: the
+            # Arvados server wraps a body's attribute names into the object (Rails'
+            # wrap_parameters), so do the same.
+            data = self.request.data
+            fields = set(self.model.all_api_fields()) | set(self.model.CLIENT_FIELDS)
+            wrapped = {k: v for k, v in data.items() if k in fields} if type(data) is dict else {}
+            if wrapped:
+                return wrapped
             raise InvalidRequest(f"No {self.singular} hash provided with request")
         try:
             return parse_json_param(raw, self.singular, dict)

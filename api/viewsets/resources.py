@@ -1,4 +1,5 @@
-"""The resources of this layer: users, groups, tokens, links, collections, repositories, nodes."""
+"""The resources of this layer: users, groups, tokens, links, collections, repositories, nodes,
+keep services."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from rest_framework.response import Response
 
 from api.urls_util import external_base_url
 from api.viewsets.base import ArvadosViewSet
-from jobs.models import ApiClientAuthorization, Collection, Group, Link, Node, Repository, User
+from api.viewsets.collections import CollectionViewSet
+from api.viewsets.keep import KeepServiceViewSet
+from jobs.models import ApiClientAuthorization, Group, Link, Node, Repository, User
 
 SELECT_PARAM = {
     "select": {
@@ -69,12 +72,6 @@ class LinkViewSet(ArvadosViewSet):
     singular = "link"
 
 
-class CollectionViewSet(ArvadosViewSet):
-    model = Collection
-    resource = "collections"
-    singular = "collection"
-
-
 class RepositoryViewSet(ArvadosViewSet):
     model = Repository
     resource = "repositories"
@@ -102,4 +99,5 @@ RESOURCE_VIEWSETS: tuple[type[ArvadosViewSet], ...] = (
     RepositoryViewSet,
     NodeViewSet,
     JobViewSet,
+    KeepServiceViewSet,
 )
