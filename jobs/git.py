@@ -18,6 +18,7 @@ On disk, under CRUNCH_GIT_DIR:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import functools
@@ -26,6 +27,7 @@ import io
 import logging
 import os
 import re
+import select
 import shutil
 import subprocess
 import tempfile
@@ -304,19 +306,21 @@ def _hosted_git_dir(*, user: User | None, repo: str, restrict: bool = True) -> P
     not_found = RepositoryUnusable(f"Repository not found: '{repo}'")
     if not isinstance(repo, str) or not repo or "\x00" in repo:
         raise not_found
-    if restrict:
-        if user is None:
-            raise not_found
-        queryset = readable_queryset(Repository, user)
-    else:
-        queryset = Repository.objects.all()
-    uuids = list(queryset.filter(name=repo).values_list("uuid", flat=True)[:2])
-    if not uuids:
+    if restrict and user is None:
         raise not_found
-    if len(uuids) > 1:
+    # The rows by name, then the read check against the user's (cached) permission map, as
+    # `selectors.readable_object` does: cheaper than joining the permission condition in.
+    rows = Repository.objects.filter(name=repo).values_list("uuid", "owner_uuid")[:2]
+    found = [Repository(uuid=uuid, owner_uuid=owner) for uuid, owner in rows]
+    if restrict:
+        assert user is not None
+        found = [r for r in found if permissions.can_read(user, r)]
+    if not found:
+        raise not_found
+    if len(found) > 1:
         log.error("several repositories are named %r", repo)
         raise RepositoryUnusable("Name conflict")
-    path = repository_path(uuids[0])
+    path = repository_path(found[0].uuid)
     if not (path / "HEAD").is_file():
         raise RepositoryUnusable(f"no local repository for '{repo}'")
     return path
@@ -338,21 +342,262 @@ def git_dir_for(*, user: User | None, repo: str, fetch: bool = True) -> Path:
 # --- Commit ranges (spec §4) ------------------------------------------------------------------
 
 
+class _GitPipe:
+    """One long-running git process for one repository that answers lines on stdin with
+    lines on stdout: `cat-file --batch-check` (resolving names) or `update-ref --stdin`
+    (moving refs in transactions). Forking git for every request costs more than the rest
+    of a reuse lookup, so each repository keeps one of each, used by one caller at a time
+    (a lock). What stays correct across requests, and why:
+
+    - refs: git reads a loose ref file, and checks packed-refs' stat data, on every lookup,
+      so a push, a new tag or a deleted branch is seen by the next request;
+    - objects: a name git cannot find makes it re-scan the packs (and drop its cache of
+      loose objects) before it answers "missing", so pushed commits are found;
+    - the repository itself: before every use the stat data of the git directory, `HEAD`,
+      `config` and `objects/pack` are compared with those at start. Any change (a HEAD
+      re-pointed or broken, new packs, a repack that deleted packs the process still has
+      open, a repository replaced) restarts the process, and a fresh git checks the
+      repository as it does on every start: a broken one raises.
+
+    Any failure (git died, no answer within CRUNCH_GIT_TIMEOUT) stops the process and raises
+    RepositoryUnusable; when a process that had served earlier requests ended by itself (it
+    may have been killed from outside), the request is first tried once more with a new one.
+    Callers send only text that passed `check_ref_format` or is 40 hex: no whitespace, no
+    newline.
+    """
+
+    CHUNK_BYTES = 16384  # written before answers are read: both pipes stay far from full
+
+    def __init__(self, git_dir: Path, args: tuple[str, ...]) -> None:
+        self.git_dir = git_dir
+        self.args = args
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.signature: tuple[object, ...] | None = None
+        self.pending = b""
+        self.stderr = bytearray()
+        self.stderr_thread: threading.Thread | None = None
+        self.died = False  # the process ended by itself (as opposed to: did not answer)
+        self.retired = False  # dropped by `_GitPipes` while in use: close after that use
+        self.last_used = time.monotonic()
+
+    # --- life cycle ---
+
+    def _signature(self) -> tuple[object, ...] | None:
+        stats: list[object] = []
+        try:
+            stats.append(os.stat(self.git_dir).st_ino)
+            for name in ("HEAD", "config", "objects/pack"):
+                st = os.stat(self.git_dir / name)
+                stats.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            return None
+        return tuple(stats)
+
+    def _start(self, signature: tuple[object, ...] | None, what: str) -> None:
+        try:
+            proc = subprocess.Popen(
+                ["git", f"--git-dir={self.git_dir}", *self.args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=git_env(),
+                bufsize=0,
+            )
+        except OSError as exc:
+            raise RepositoryUnusable(f"{what}: cannot run git: {exc.strerror}") from None
+        self.proc, self.signature, self.pending, self.died = proc, signature, b"", False
+        self.stderr = bytearray()
+        # Warnings (e.g. "refname is ambiguous") must never fill the pipe and block git.
+        self.stderr_thread = threading.Thread(
+            target=self._drain_stderr, args=(proc, self.stderr), daemon=True
+        )
+        self.stderr_thread.start()
+
+    @staticmethod
+    def _drain_stderr(proc: subprocess.Popen[bytes], keep: bytearray) -> None:
+        assert proc.stderr is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in proc.stderr:
+                keep += line
+                del keep[:-4096]
+
+    def close(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            cast(IO[bytes], proc.stdin).close()  # git exits at the end of its input
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if self.stderr_thread is not None:
+            self.stderr_thread.join(timeout=1)
+        with contextlib.suppress(OSError):
+            cast(IO[bytes], proc.stdout).close()
+
+    def _failure(self, what: str, reason: str) -> RepositoryUnusable:
+        """Stop the process; the error names git's last complaint when there is one."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        self.close()
+        lines = self.stderr.decode("utf-8", "replace").strip().splitlines()
+        return RepositoryUnusable(f"{what}: {_redact(lines[-1]) if lines else reason}")
+
+    # --- talking to git ---
+
+    def _readline(self, deadline: float, what: str) -> bytes:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while b"\n" not in self.pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timeout = settings.CRUNCH_GIT_TIMEOUT
+                raise self._failure(what, f"git did not answer within {timeout}s")
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            if not poller.poll(remaining * 1000):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.died = True
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1)
+                if self.stderr_thread is not None:
+                    self.stderr_thread.join(timeout=1)
+                raise self._failure(what, f"git exited with status {proc.returncode}")
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line
+
+    def _ask(self, requests: Sequence[tuple[bytes, int]], what: str) -> list[bytes]:
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None
+        deadline = time.monotonic() + settings.CRUNCH_GIT_TIMEOUT
+        answers: list[bytes] = []
+        start = 0
+        while start < len(requests):
+            # A chunk of at most CHUNK_BYTES (or one request): git's answers to it (which
+            # may echo the input) fit in the stdout pipe while we are still writing.
+            end, size = start, 0
+            while end < len(requests) and (
+                end == start or size + len(requests[end][0]) <= self.CHUNK_BYTES
+            ):
+                size += len(requests[end][0])
+                end += 1
+            data = memoryview(b"".join(text for text, _ in requests[start:end]))
+            try:
+                while data:
+                    data = data[proc.stdin.write(data) or 0 :]
+            except (BrokenPipeError, ValueError):
+                pass  # git died: reading finds the end of its output and says why
+            for _ in range(sum(n for _, n in requests[start:end])):
+                answers.append(self._readline(deadline, what))
+            start = end
+        return answers
+
+    def query(self, requests: Sequence[tuple[bytes, int]], *, what: str) -> list[bytes]:
+        """Send each request (text, number of answer lines it gets); return the answers."""
+        with self.lock:
+            self.last_used = time.monotonic()
+            signature = self._signature()
+            if self.proc is not None and (signature is None or signature != self.signature):
+                self.close()
+            for attempt in (1, 2):
+                fresh = self.proc is None
+                if fresh:
+                    self._start(signature, what)
+                try:
+                    return self._ask(requests, what)
+                except RepositoryUnusable:
+                    if fresh or attempt == 2 or not self.died:
+                        raise
+                    # an old process ended (killed from outside?): once more, with a new one
+                finally:
+                    if self.retired:
+                        self.close()
+            raise AssertionError("unreachable")
+
+
+class _GitPipes:
+    """The long-running git processes of this process: at most MAX, each closed once IDLE
+    seconds unused (checked on every use), so that none holds deleted packs open for long."""
+
+    MAX = 64
+    IDLE = 300.0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pipes: dict[tuple[str, tuple[str, ...]], _GitPipe] = {}
+
+    def get(self, git_dir: Path, *args: str) -> _GitPipe:
+        key = (str(git_dir), args)
+        stale: list[_GitPipe] = []
+        with self.lock:
+            pipe = self.pipes.pop(key, None) or _GitPipe(git_dir, args)
+            self.pipes[key] = pipe  # the most recently used last
+            now = time.monotonic()
+            for other_key, other in list(self.pipes.items()):
+                too_many = len(self.pipes) > self.MAX
+                if other is not pipe and (too_many or now - other.last_used > self.IDLE):
+                    stale.append(self.pipes.pop(other_key))
+        for old in stale:
+            old.retired = True  # if it is in use right now, its user closes it afterwards
+            if old.lock.acquire(blocking=False):
+                try:
+                    old.close()
+                finally:
+                    old.lock.release()
+        return pipe
+
+    def close_all(self) -> None:
+        with self.lock:
+            pipes, self.pipes = list(self.pipes.values()), {}
+        for pipe in pipes:
+            with pipe.lock:
+                pipe.close()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the processes are the parent's; close our copies of their
+        pipes without touching the processes."""
+        self.lock = threading.Lock()
+        for pipe in self.pipes.values():
+            pipe.lock = threading.Lock()
+            proc, pipe.proc = pipe.proc, None
+            for stream in (proc.stdin, proc.stdout, proc.stderr) if proc is not None else ():
+                with contextlib.suppress(OSError, ValueError):
+                    cast(IO[bytes], stream).close()
+        self.pipes = {}
+
+
+_PIPES = _GitPipes()
+atexit.register(_PIPES.close_all)
+os.register_at_fork(after_in_child=_PIPES.forget_after_fork)
+
+_CAT_FILE = ("cat-file", "--batch-check")
+_UPDATE_REF = ("update-ref", "--stdin")
+
+
 def _resolve(git_dir: Path, refs: Sequence[str]) -> dict[str, str | None]:
-    """Each ref's commit (None when unknown, ambiguous or not a commit), with one git process.
+    """Each ref's commit (None when unknown, ambiguous or not a commit), asked of the
+    repository's long-running `git cat-file --batch-check` (`_GitPipe`).
 
     `cat-file --batch-check` resolves names like `rev-list <ref> --` does: a full 40-hex
     string is that object even if a ref has the same name, refs win over abbreviated ids,
-    `heads/<name>` forces the branch, tags are peeled. Refs arrive on stdin, one per line;
+    `heads/<name>` forces the branch, tags are peeled. Refs go to its stdin, one per line;
     they passed `check_ref_format`, so they hold no whitespace and no `^`, and the appended
     `^{commit}` cannot change how the ref itself is read.
     """
     unique = list(dict.fromkeys(refs))
     if not unique:
         return {}
-    stdin = b"".join(os.fsencode(ref) + b"^{commit}\n" for ref in unique)
-    out = _git(git_dir, "cat-file", "--batch-check", stdin=stdin, what="git cat-file failed")
-    lines = out.splitlines()
+    lines = _PIPES.get(git_dir, *_CAT_FILE).query(
+        [(os.fsencode(ref) + b"^{commit}\n", 1) for ref in unique], what="git cat-file failed"
+    )
     if len(lines) != len(unique):
         raise RepositoryUnusable("git cat-file failed: unexpected output")
     resolved: dict[str, str | None] = {}
@@ -447,9 +692,13 @@ def tag_in_internal_repository(repo: str, sha1: str, tag: str, *, user: User | N
         source = _hosted_git_dir(user=user, repo=repo, restrict=user is not None)
     internal = internal_repository_path()
     what = f"tagging {sha1} from {_redact(repo)} failed"
+    tag_ref = f"refs/tags/{tag}"
     with _locked(internal):
         _init_bare(internal, what=what)
-        if _resolve(internal, [sha1])[sha1] != sha1:
+        have, tagged = _PIPES.get(internal, *_CAT_FILE).query(
+            [(f"{sha1}^{{commit}}\n".encode(), 1), (os.fsencode(tag_ref) + b"\n", 1)], what=what
+        )
+        if have.split(b" ")[:2] != [sha1.encode(), b"commit"]:
             # Fetching by id needs the source to allow unadvertised wants; `-c` reaches the
             # upload-pack that fetch starts through GIT_CONFIG_PARAMETERS.
             _git(
@@ -467,7 +716,15 @@ def tag_in_internal_repository(repo: str, sha1: str, tag: str, *, user: User | N
             )
             if _resolve(internal, [sha1])[sha1] != sha1:
                 raise RepositoryUnusable(f"{what}: {sha1} is not a commit")
-        _git(internal, "update-ref", f"refs/tags/{tag}", sha1, what=what)
+        elif tagged.split(b" ")[:2] == [sha1.encode(), b"commit"]:
+            return  # the lightweight tag is there already (a job re-saved)
+        # One transaction on the internal repository's long-running `update-ref --stdin`;
+        # the tag and the id passed the checks above, so they hold no whitespace.
+        answers = _PIPES.get(internal, *_UPDATE_REF).query(
+            [(f"start\nupdate {tag_ref} {sha1}\nprepare\ncommit\n".encode(), 3)], what=what
+        )
+        if answers != [b"start: ok", b"prepare: ok", b"commit: ok"]:
+            raise RepositoryUnusable(f"{what}: unexpected answer from git update-ref")
 
 
 # --- Git smart HTTP (the CGI side; the view is api/git_http.py) -------------------------------
