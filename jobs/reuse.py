@@ -37,7 +37,7 @@ from jobs import docker, git
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
 from jobs.models import Job, JobState, User
-from jobs.selectors import pdh_readable, restrict_readable
+from jobs.selectors import readable_pdhs, restrict_readable
 from jobs.services.jobs import REQUIRED_ATTRIBUTES, SERVICE, parameters_digest
 from jobs.services.objects import Actor
 
@@ -320,6 +320,11 @@ def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
     reference: Job | None = None  # the completed job whose output the others must match
     refusal: str | None = None  # why no completed job is reused
     differ_ok = settings.CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER
+    readable = readable_pdhs(
+        user,
+        {p for j in jobs if j.state == JobState.COMPLETE for p in (j.output, j.log) if p},
+    )
+
     for job in jobs:
         if job.state != JobState.COMPLETE:
             if incomplete is None:
@@ -341,9 +346,9 @@ def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
             reasons[job.uuid] = "completed without a log"
             continue
         if differ_ok:
-            if not pdh_readable(user, job.output):
+            if job.output not in readable:
                 reasons[job.uuid] = f"its output {job.output} is not readable by you"
-            elif not pdh_readable(user, job.log):
+            elif job.log not in readable:
                 reasons[job.uuid] = f"its log {job.log} is not readable by you"
             else:
                 reasons[job.uuid] = (
@@ -371,7 +376,7 @@ def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
                     "only the oldest completed job with an output and a log can be reused"
                 )
             continue
-        if not pdh_readable(user, job.output):
+        if job.output not in readable:
             chosen = REFUSED
             refusal = (
                 f"the output {job.output} of {job.uuid}, the oldest completed job with an "
@@ -382,7 +387,7 @@ def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
             )
             continue
         reference = job
-        if not pdh_readable(user, job.log):
+        if job.log not in readable:
             reasons[job.uuid] = (
                 f"its log {job.log} is not readable by you (later completed jobs must still "
                 f"have its output {job.output})"
@@ -541,32 +546,53 @@ def job_submit(
 
     user = actor.user
     digest = parameters_digest(attrs.get("script_parameters"))
+    if filters:
+        translated = translate_filters(
+            filters, user=user, readers=readers or [user], submitted=attrs
+        )
+    else:
+        translated = translate_filters(
+            legacy_filters(
+                attrs, user=user, minimum=minimum_script_version, exclude=exclude_script_versions
+            ),
+            user=user,
+            readers=[user],
+            submitted=attrs,
+            legacy=True,
+        )
+    _require_identity_filters(translated.filters)
+    # A git range can list thousands of commits. The identity index already narrows the
+    # candidates to a few rows, so those lists are checked in Python, not sent as a huge IN.
+    in_sql: list[Any] = []
+    in_python: list[tuple[str, set[Any]]] = []
+    for f in translated.filters:
+        if (
+            isinstance(f, list)
+            and len(f) == 3
+            and f[1] == "in"
+            and f[0] in ("script_version", "arvados_sdk_version")
+            and isinstance(f[2], list)
+        ):
+            in_python.append((f[0], set(f[2])))
+        else:
+            in_sql.append(f)
+
+    def search() -> Any:
+        found = list(
+            candidates_queryset(user=user, digest=digest, filters=in_sql).order_by(*CANDIDATE_ORDER)
+        )
+        return [j for j in found if all(getattr(j, a) in v for a, v in in_python)]
+
+    # A hit is a read and needs no lock. Only a miss takes the identity lock, then searches
+    # again (an identical submission may have created the job meanwhile) before creating.
+    if not explain and not log.isEnabledFor(logging.DEBUG):
+        chosen, _ = select(search(), user=user)
+        if chosen is not None:
+            return Submission(chosen, True, None)
     with identity_lock(
         repository=str(attrs.get("repository")), script=str(attrs.get("script")), digest=digest
     ):
-        if filters:
-            translated = translate_filters(
-                filters, user=user, readers=readers or [user], submitted=attrs
-            )
-        else:
-            translated = translate_filters(
-                legacy_filters(
-                    attrs,
-                    user=user,
-                    minimum=minimum_script_version,
-                    exclude=exclude_script_versions,
-                ),
-                user=user,
-                readers=[user],
-                submitted=attrs,
-                legacy=True,
-            )
-        _require_identity_filters(translated.filters)
-        candidates = list(
-            candidates_queryset(user=user, digest=digest, filters=translated.filters).order_by(
-                *CANDIDATE_ORDER
-            )
-        )
+        candidates = search()
         chosen, decisions = select(candidates, user=user)
         explanation = None
         if explain or log.isEnabledFor(logging.DEBUG):

@@ -111,6 +111,15 @@ def list_objects(
     return restrict_readable(queryset, [user])
 
 
+def readable_pdhs(user: User, pdhs: set[str]) -> set[str]:
+    """Which of `pdhs` `user` may read (one query): those with at least one readable,
+    untrashed collection (§6.1)."""
+    if not pdhs:
+        return set()
+    queryset = Collection.objects.filter(portable_data_hash__in=pdhs, is_trashed=False)
+    return set(permissions.readable(queryset, user).values_list("portable_data_hash", flat=True))
+
+
 def pdh_readable(user: User, pdh: str) -> bool:
     """Readable when at least one untrashed collection with that PDH is readable (§6.1)."""
     queryset = Collection.objects.filter(portable_data_hash=pdh, is_trashed=False)

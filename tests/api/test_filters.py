@@ -66,7 +66,7 @@ def names(api, token, filters, **params):
         ([["head_uuid", "is_a", "arvados#nonsense"]], []),
         ([["link_class", "=", "tag"], ["name", "!=", "alpha"]], ["Beta", "gamma_1"]),
         ([[["name", "link_class"], "=", "note"]], ["None", "delta%"]),
-        ([["any", "ilike", "%BET%"]], ["Beta"]),
+        ([["any", "ilike", "BET%"]], ["Beta"]),
         ([["any", "@@", "gamma"]], ["gamma_1"]),
         ([["properties", "like", "%v1%"]], ["alpha"]),
         ([["name", "IN", ["alpha"]]], ["alpha"]),  # operator names are case-insensitive
