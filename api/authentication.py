@@ -17,13 +17,19 @@ _AUTH_HEADER_RE = re.compile(r"^(?:OAuth2|Bearer)\s+(\S+)\s*$", re.IGNORECASE)
 _BASIC_HEADER_RE = re.compile(r"^Basic\s+(\S+)\s*$", re.IGNORECASE)
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer|OAuth2 <token>` header's value."""
+    match = _AUTH_HEADER_RE.match(header)
+    return match.group(1) if match else None
+
+
 def header_token(request: HttpRequest, *, allow_basic: bool = False) -> str | None:
     """The token in `Authorization: Bearer|OAuth2 <token>`; with `allow_basic` (git over
     HTTP), also the Basic password, or the Basic user name when the password is empty."""
     header = request.headers.get("Authorization", "")
-    match = _AUTH_HEADER_RE.match(header)
-    if match:
-        return match.group(1)
+    token = bearer_token(header)
+    if token:
+        return token
     match = _BASIC_HEADER_RE.match(header) if allow_basic else None
     if not match:
         return None

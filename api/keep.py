@@ -9,28 +9,41 @@
 The routes are strict (32 lowercase hex digits, then only `+hints`), so they never shadow
 `/admin/`, `/git/`, `/arvados/` or `/discovery/`. Errors use the Arvados envelope.
 
-Under ASGI, Django reads a whole request body before calling a view, so `keep_upload_guard`
-wraps the application: a block upload without a `Content-Length`, or declaring more than
-64 MiB, is answered 411/413 at once and its body is never read.
+Two ways in, one set of rules. `keep_block` is the Django view (WSGI, the test client). Under
+ASGI (`crunch serve`), Django would read a whole request body into a temporary file before
+calling any view, so `keep_asgi` takes block uploads first: it refuses one without a
+`Content-Length` or declaring more than 64 MiB before reading anything, authenticates
+before the body is sent (clients that wait for `100 Continue` send nothing to a refusal),
+then hashes and stages the body as it arrives, a few MiB at a time on a worker thread, so
+the bytes are written once. Reads go through Django, from a pool of reused 64 MiB buffers.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 import re
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from api.authentication import client_ip, header_token
-from api.exceptions import CORS_HEADERS, error_response, new_error_token, response_for
+from api.authentication import bearer_token, client_ip
+from api.exceptions import CORS_HEADERS, error_response, response_for
 from jobs import manifests
 from jobs.exceptions import Forbidden, InvalidRequest, NotLoggedIn, PermissionDenied
 from jobs.keep.blocks import (
+    BlockReceiver,
+    BlockTooLarge,
     LengthRequired,
-    block_read,
+    StoredBlock,
+    block_read_into,
     block_size,
     block_write,
     locator_permitted,
@@ -40,6 +53,8 @@ from jobs.keep.store import BLOCK_MAX, BlockNotFound
 from jobs.models import ApiClientAuthorization
 from jobs.services.tokens import scopes_allow, token_authenticate
 
+log = logging.getLogger("crunch.api")
+
 _LOCATOR = r"[0-9a-f]{32}(?:\+[0-9]+)?(?:\+[A-Z][A-Za-z0-9@_-]*)*"
 KEEP_BLOCK_ROUTE = rf"^(?P<locator>{_LOCATOR})$"
 KEEP_PATH_RE = re.compile(rf"^/{_LOCATOR}\Z")
@@ -47,10 +62,53 @@ KEEP_PATH_RE = re.compile(rf"^/{_LOCATOR}\Z")
 # One copy is stored (a file, or an S3 object whose durability S3 provides). The SDK asks
 # for `defaultCollectionReplication` copies, which the discovery document says is 1.
 REPLICAS_STORED = 1
+SEND_CHUNK = 1024 * 1024  # how much of a block each body message carries
+RECEIVE_BATCH = 4 * 1024 * 1024  # how much of an upload each worker-thread hop hashes
+
+
+# --- the rules, whichever way the request came in -----------------------------------------
+
+
+def declared_length(raw: str | None, locator: manifests.Locator) -> int:
+    if not raw:
+        raise LengthRequired()
+    if not raw.isdigit():
+        raise InvalidRequest(f"Content-Length must be a number of bytes, not {raw!r}")
+    length = int(raw)
+    if length > BLOCK_MAX:
+        raise BlockTooLarge(f"A block holds at most {BLOCK_MAX} bytes, not {length}")
+    if locator.size is not None and locator.size != length:
+        raise InvalidRequest(f"The locator says {locator.size} bytes but the body has {length}")
+    return length
+
+
+def authorize_put(
+    *, authorization: str, ip_address: str | None, path: str
+) -> ApiClientAuthorization:
+    token = bearer_token(authorization)
+    auth = token_authenticate(presented=token, ip_address=ip_address) if token else None
+    if auth is None:
+        raise NotLoggedIn()
+    if not scopes_allow(scopes=auth.scopes or [], method="PUT", path=path):
+        raise Forbidden()
+    if not auth.user.is_active:
+        raise PermissionDenied("Inactive users cannot store blocks")
+    return auth
+
+
+def put_answer(stored: StoredBlock, auth: ApiClientAuthorization) -> HttpResponse:
+    signed = locator_sign(locator=stored.locator, token_id=auth.token_hash)
+    response = HttpResponse(f"{signed}\n", content_type="text/plain")
+    response["X-Keep-Replicas-Stored"] = str(REPLICAS_STORED)
+    response["X-Keep-Storage-Classes-Confirmed"] = f"default={REPLICAS_STORED}"
+    return response
+
+
+# --- the Django view -----------------------------------------------------------------------
 
 
 @csrf_exempt
-def keep_block(request: HttpRequest, locator: str) -> HttpResponse:
+def keep_block(request: HttpRequest, locator: str) -> HttpResponseBase:
     try:
         response = _dispatch(request, locator)
     except Exception as exc:
@@ -60,50 +118,29 @@ def keep_block(request: HttpRequest, locator: str) -> HttpResponse:
     return response
 
 
-def _dispatch(request: HttpRequest, text: str) -> HttpResponse:
+def _dispatch(request: HttpRequest, text: str) -> HttpResponseBase:
     locator = manifests.parse_locator(text)
     assert locator is not None  # the route only matches locators
     if request.method == "OPTIONS":
         return HttpResponse(b"")
     if request.method == "PUT":
-        return _put(request, locator)
+        length = declared_length(request.META.get("CONTENT_LENGTH"), locator)
+        auth = authorize_put(
+            authorization=request.headers.get("Authorization", ""),
+            ip_address=client_ip(request),
+            path=request.path_info,
+        )
+        return put_answer(block_write(md5=locator.md5, body=request, size=length), auth)
     if request.method in ("GET", "HEAD"):
         return _get(request, locator)
     return error_response(405, [f"{request.method} is not a method of Keep blocks"])
 
 
-def _authenticate(request: HttpRequest) -> ApiClientAuthorization:
-    token = header_token(request)
+def _get(request: HttpRequest, locator: manifests.Locator) -> HttpResponseBase:
+    token = bearer_token(request.headers.get("Authorization", ""))
     auth = token_authenticate(presented=token, ip_address=client_ip(request)) if token else None
     if auth is None:
         raise NotLoggedIn()
-    return auth
-
-
-def _put(request: HttpRequest, locator: manifests.Locator) -> HttpResponse:
-    auth = _authenticate(request)
-    if not scopes_allow(scopes=auth.scopes or [], method="PUT", path=request.path_info):
-        raise Forbidden()
-    if not auth.user.is_active:
-        raise PermissionDenied("Inactive users cannot store blocks")
-    raw = request.META.get("CONTENT_LENGTH") or ""
-    if not raw:
-        raise LengthRequired()
-    if not raw.isdigit():
-        raise InvalidRequest(f"Content-Length must be a number of bytes, not {raw!r}")
-    length = int(raw)
-    if locator.size is not None and locator.size != length:
-        raise InvalidRequest(f"The locator says {locator.size} bytes but the body has {length}")
-    stored = block_write(md5=locator.md5, body=request, size=length)
-    signed = locator_sign(locator=stored.locator, token_id=auth.token_hash)
-    response = HttpResponse(f"{signed}\n", content_type="text/plain")
-    response["X-Keep-Replicas-Stored"] = str(REPLICAS_STORED)
-    response["X-Keep-Storage-Classes-Confirmed"] = f"default={REPLICAS_STORED}"
-    return response
-
-
-def _get(request: HttpRequest, locator: manifests.Locator) -> HttpResponse:
-    auth = _authenticate(request)
     if locator.signature() is None:
         raise PermissionDenied(f"Reading block {locator.md5} needs a signed locator")
     if not locator_permitted(locator=locator, token_id=auth.token_hash):
@@ -117,11 +154,72 @@ def _get(request: HttpRequest, locator: manifests.Locator) -> HttpResponse:
         response = HttpResponse(b"", content_type="application/octet-stream")
         response["Content-Length"] = str(size)
         return response
-    data = block_read(md5=locator.md5)
-    return HttpResponse(data, content_type="application/octet-stream")
+    buffer = BUFFERS.take()
+    try:
+        view = block_read_into(md5=locator.md5, buffer=buffer)
+    except BaseException:
+        BUFFERS.give(buffer)
+        raise
+    body = _BufferBody(view, lambda: BUFFERS.give(buffer))
+    streamed = StreamingHttpResponse(
+        body.chunks() if isinstance(request, ASGIRequest) else body,
+        content_type="application/octet-stream",
+    )
+    streamed["Content-Length"] = str(len(view))
+    return streamed
 
 
-# --- ASGI: refuse oversized uploads before Django reads them -----------------------------
+class BufferPool:
+    """Reused 64 MiB buffers: a fresh one per block would cost a page fault per 4 KiB."""
+
+    def __init__(self, *, keep: int) -> None:
+        self.keep = keep
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return bytearray(BLOCK_MAX)
+
+    def give(self, buffer: bytearray) -> None:
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buffer)
+
+
+BUFFERS = BufferPool(keep=4)
+
+
+class _BufferBody:
+    """A block's bytes from a pooled buffer, which goes back to the pool when the response
+    is closed. Iterable (WSGI) or, through `chunks()`, asynchronously iterable (ASGI: the
+    loop slices the buffer itself, without a thread hop per chunk)."""
+
+    def __init__(self, view: memoryview, release: Callable[[], None]) -> None:
+        self._view = view
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self._view), SEND_CHUNK):
+            yield self._view[start : start + SEND_CHUNK].tobytes()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            for chunk in self:
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._release is not None:
+            self._view.release()
+            self._release()
+            self._release = None
+
+
+# --- ASGI: block uploads before Django -----------------------------------------------------
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -129,39 +227,105 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def keep_upload_guard(app: App) -> App:
-    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+def keep_asgi(app: App) -> App:
+    """`app`, with `PUT /<locator>` handled here (see the module's docstring)."""
+
+    async def application(scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
             and scope.get("method") == "PUT"
             and KEEP_PATH_RE.match(scope.get("path", ""))
         ):
-            refusal = _upload_refusal(scope)
-            if refusal is not None:
-                await _send_error(send, *refusal)
-                return
-        await app(scope, receive, send)
+            await _asgi_put(scope, receive, send)
+        else:
+            await app(scope, receive, send)
 
-    return guarded
+    return application
 
 
-def _upload_refusal(scope: Scope) -> tuple[int, str] | None:
-    headers = {k.lower(): v for k, v in scope.get("headers", [])}
-    raw = headers.get(b"content-length")
-    if raw is None:
-        return 411, LengthRequired.default_message
-    if raw.isdigit() and int(raw) > BLOCK_MAX:
-        return 413, f"A block holds at most {BLOCK_MAX} bytes, not {int(raw)}"
-    return None
+class _ClientGone(Exception):
+    pass
 
 
-async def _send_error(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"errors": [message], "error_token": new_error_token()}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *((k.lower().encode(), v.encode()) for k, v in CORS_HEADERS.items()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+async def _asgi_put(scope: Scope, receive: Receive, send: Send) -> None:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    receiver: BlockReceiver | None = None
+    try:
+        locator = manifests.parse_locator(scope["path"][1:])
+        assert locator is not None  # KEEP_PATH_RE matched
+        length = declared_length(headers.get("content-length"), locator)
+        client = scope.get("client")
+        auth = await sync_to_async(_with_database(authorize_put), thread_sensitive=False)(
+            authorization=headers.get("authorization", ""),
+            ip_address=headers.get("x-real-ip") or (client[0] if client else None),
+            path=scope["path"],
+        )
+        receiver = await asyncio.to_thread(BlockReceiver, md5=locator.md5, size=length)
+        await _pump(receive, receiver)
+        stored = await asyncio.to_thread(receiver.finish)
+        response: HttpResponse = put_answer(stored, auth)
+    except _ClientGone:
+        return
+    except Exception as exc:
+        response = response_for(exc)
+        response["Connection"] = "close"  # the rest of the body, if any, is not read
+    finally:
+        if receiver is not None:
+            receiver.abort()
+    await _send_response(send, response)
+
+
+def _with_database(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `function` as Django runs a view: database connections that outlived their use
+    are closed before and after (returned to the pool), as at a request's start and end."""
+
+    def wrapped(**kwargs: Any) -> Any:
+        close_old_connections()
+        try:
+            return function(**kwargs)
+        finally:
+            close_old_connections()
+
+    return wrapped
+
+
+async def _pump(receive: Receive, receiver: BlockReceiver) -> None:
+    """Feed the request body to `receiver` in batches on a worker thread, receiving the
+    next batch while the previous one is hashed and written."""
+    batch: list[bytes] = []
+    batched = 0
+    pending: asyncio.Future[None] | None = None
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if pending is not None:
+                await pending
+            raise _ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            batch.append(chunk)
+            batched += len(chunk)
+        more = bool(message.get("more_body", False))
+        if batch and (batched >= RECEIVE_BATCH or not more):
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(asyncio.to_thread(_feed, receiver, batch))
+            batch, batched = [], 0
+    if pending is not None:
+        await pending
+
+
+def _feed(receiver: BlockReceiver, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        receiver.write(chunk)
+
+
+async def _send_response(send: Send, response: HttpResponse) -> None:
+    for key, value in CORS_HEADERS.items():
+        response[key] = value
+    body = response.content
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

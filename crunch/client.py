@@ -80,7 +80,7 @@ def base_url_for(host: str) -> str:
 class Answer:
     status: int
     headers: dict[str, str]  # lowercase names
-    body: bytes
+    body: bytes | memoryview  # a view of the caller's buffer when one was given
 
     def json(self) -> Any:
         try:
@@ -151,8 +151,10 @@ class ApiClient:
         body: bytes | bytearray | memoryview | None = None,
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
+        into: bytearray | None = None,
     ) -> Answer:
-        """One request to `<base URL><path>`; raises `ApiError` unless the status is `ok`."""
+        """One request to `<base URL><path>`; raises `ApiError` unless the status is `ok`.
+        With `into`, a successful answer's body is read into that buffer (when it fits)."""
         url = self._prefix + path
         if query:
             url += "?" + urlencode({k: _query_value(v) for k, v in query.items()})
@@ -163,7 +165,7 @@ class ApiClient:
             try:
                 conn.request(method, url, body=body, headers=sent)
                 response = conn.getresponse()
-                data = response.read()
+                data = _read_body(response, into if response.status in ok else None)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self._drop_connection()
                 if fresh or attempt == 2:
@@ -212,12 +214,27 @@ class ApiClient:
             raise ClientError(f"Unexpected answer to a block upload: {locator[:100]!r}")
         return locator
 
-    def block_get(self, locator: str) -> bytes:
-        """A block's bytes (the locator must be signed), checked against its MD5."""
-        answer = self.request("GET", "/" + quote(locator, safe="+@"))
+    def block_get(self, locator: str, *, buffer: bytearray | None = None) -> bytes | memoryview:
+        """A block's bytes (the locator must be signed), checked against its MD5. With a
+        `buffer` (64 MiB, reused across calls), a view of it: no fresh allocation per block."""
+        answer = self.request("GET", "/" + quote(locator, safe="+@"), into=buffer)
         if hashlib.md5(answer.body).hexdigest() != locator[:32].lower():
             raise ClientError(f"Block {locator[:32]} arrived damaged (its MD5 does not match)")
         return answer.body
+
+
+def _read_body(response: http.client.HTTPResponse, into: bytearray | None) -> bytes | memoryview:
+    length = response.length
+    if into is None or length is None or length > len(into):
+        return response.read()
+    view = memoryview(into)[:length]
+    got = 0
+    while got < length:
+        count = response.readinto(view[got:])
+        if not count:
+            raise http.client.IncompleteRead(bytes(view[:got]), length - got)
+        got += count
+    return view
 
 
 def _query_value(value: Any) -> str:

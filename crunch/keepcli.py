@@ -362,9 +362,12 @@ def _download(
         finally:
             os.close(fd)
     progress = Progress(sum(t[3] for ts in work.values() for t in ts), label="get")
+    buffers = threading.local()  # one reused 64 MiB buffer per download thread
 
     def fetch(locator: str) -> None:
-        data = memoryview(client.block_get(locator))
+        if not hasattr(buffers, "buffer"):
+            buffers.buffer = bytearray(BLOCK_SIZE)
+        data = memoryview(client.block_get(locator, buffer=buffers.buffer))
         for path, position, offset, length in work[locator]:
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
             try:

@@ -66,6 +66,10 @@ class BlockStore(Protocol):
         """The stored bytes of block `md5`, unverified; `BlockNotFound` when absent."""
         ...
 
+    def read_into(self, md5: str, buffer: bytearray) -> int:
+        """Like `read`, into `buffer` (at least BLOCK_MAX bytes); the number of bytes."""
+        ...
+
     def delete(self, md5: str) -> None:
         """Remove block `md5` if present."""
         ...
@@ -112,6 +116,17 @@ class FilesystemStore:
         try:
             with open(self._path(md5), "rb") as handle:
                 return handle.read()
+        except FileNotFoundError:
+            raise BlockNotFound(f"Block {md5} not found") from None
+
+    def read_into(self, md5: str, buffer: bytearray) -> int:
+        try:
+            with open(self._path(md5), "rb", buffering=0) as handle:
+                view = memoryview(buffer)
+                total = 0
+                while count := handle.readinto(view[total:]):
+                    total += count
+                return total
         except FileNotFoundError:
             raise BlockNotFound(f"Block {md5} not found") from None
 
@@ -186,6 +201,13 @@ class S3Store:
             if _s3_status(exc) == 404:
                 raise BlockNotFound(f"Block {md5} not found") from None
             raise _unavailable("read", md5, exc) from exc
+
+    def read_into(self, md5: str, buffer: bytearray) -> int:
+        data = self.read(md5)
+        if len(data) > len(buffer):
+            raise StorageUnavailable(f"Block {md5} is larger than a block can be")
+        buffer[: len(data)] = data
+        return len(data)
 
     def delete(self, md5: str) -> None:
         try:

@@ -33,6 +33,10 @@ def decoded(response: Any) -> Any:
     return json.loads(response.content) if response.content else None
 
 
+def body_of(response: Any) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
 def put_block(
     client: Any, token: str | None, data: bytes, md5: str | None = None, **extra: str
 ) -> Any:
@@ -115,7 +119,7 @@ def test_get_and_head_need_a_signature_for_the_callers_token(
     _, other = spectator
     locator = stored(client, token, FOO)
     got = client.get(f"/{locator}", **auth(token))
-    assert got.status_code == 200 and got.content == FOO
+    assert got.status_code == 200 and body_of(got) == FOO
     assert got["Content-Type"] == "application/octet-stream"
     head = client.head(f"/{locator}", **auth(token))
     assert head.status_code == 200 and head["Content-Length"] == "3"
@@ -153,7 +157,7 @@ def test_the_empty_block(client: Any, active: Any) -> None:
     locator = stored(client, token, b"")
     assert locator.startswith(f"{EMPTY_MD5}+0+A")
     got = client.get(f"/{locator}", **auth(token))
-    assert got.status_code == 200 and got.content == b""
+    assert got.status_code == 200 and body_of(got) == b""
 
 
 def test_routes_are_strict() -> None:
@@ -264,7 +268,7 @@ def test_manifests_are_signed_for_each_reader_and_stored_unsigned(
         (api.ok("GET", f"collections/{created['uuid']}", token=admin_token), admin_token),
     ]:
         block = signed_locator(obj)
-        assert client.get(f"/{block}", **auth(who)).content == FOO
+        assert body_of(client.get(f"/{block}", **auth(who))) == FOO
 
     # The etag names the stored version, not the signatures of the moment.
     first = api.ok("GET", f"collections/{created['uuid']}", token=token)
@@ -289,7 +293,7 @@ def test_get_by_portable_data_hash(api: Any, client: Any, active: Any, spectator
     assert set(found) == {"kind", "uuid", "portable_data_hash", "manifest_text", "trash_at"}
     assert found["uuid"] == found["portable_data_hash"] == pdh
     block = found["manifest_text"].split(" ")[1]
-    assert client.get(f"/{block}", **auth(token)).content == FOO
+    assert body_of(client.get(f"/{block}", **auth(token))) == FOO
     # Hints are ignored, as in Arvados; a reader without a collection of that content sees
     # nothing.
     assert api.ok("GET", f"collections/{pdh}+Kzzzzz", token=token)["uuid"] == pdh
@@ -369,10 +373,6 @@ def two_block_file(api: Any, client: Any, active: Any) -> dict[str, Any]:
 
 def file_get(client: Any, url: str, token: str | None, **headers: str) -> Any:
     return client.get(url, **auth(token), **headers)
-
-
-def body_of(response: Any) -> bytes:
-    return b"".join(response.streaming_content) if response.streaming else response.content
 
 
 def test_files_whole_and_ranges(client: Any, active: Any, two_block_file: dict[str, Any]) -> None:
@@ -460,7 +460,8 @@ def raw_request(server: Any, method: str, path: str, headers: dict[str, str], bo
             conn.putheader(key, value)
         conn.endheaders(body or None)
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, headers, response.read()
     finally:
         conn.close()
 
@@ -486,7 +487,7 @@ def test_block_and_file_round_trip_under_asgi(crunch_tls_server: Any) -> None:
     md5 = hashlib.md5(data).hexdigest()
     headers = {"Authorization": f"Bearer {token}", "Content-Length": str(len(data))}
     status, answer_headers, body = raw_request(crunch_tls_server, "PUT", f"/{md5}", headers, data)
-    assert status == 200 and answer_headers["X-Keep-Replicas-Stored"] == "1"
+    assert status == 200 and answer_headers["x-keep-replicas-stored"] == "1"
     locator = body.decode().strip()
     auth_only = {"Authorization": f"Bearer {token}"}
     status, _, body = raw_request(crunch_tls_server, "GET", f"/{locator}", auth_only)
@@ -509,7 +510,7 @@ def test_block_and_file_round_trip_under_asgi(crunch_tls_server: Any) -> None:
         crunch_tls_server, "GET", url, auth_only | {"Range": "bytes=1000-1999"}
     )
     assert (status, body) == (206, data[1000:2000])
-    assert got_headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
+    assert got_headers["content-range"] == f"bytes 1000-1999/{len(data)}"
 
 
 # --- uploading one file ------------------------------------------------------------------------
@@ -580,3 +581,42 @@ def test_upload_refusals(
     )
     assert_error(*_status(upload(client, other, uuid, "new", b"x")), 403)  # reads only
     assert Collection.objects.get(uuid=uuid).file_count == 2
+
+
+def test_asgi_uploads_are_checked_before_and_after_the_body(crunch_tls_server: Any) -> None:
+    token = crunch_tls_server.tokens["alice"]
+    staging = crunch_tls_server.data_dir / "keep" / "tmp"
+    # Refused from the headers alone: a client waiting for 100 Continue sends nothing.
+    headers = {"Content-Length": "3", "Expect": "100-continue"}
+    status, _, body = raw_request(crunch_tls_server, "PUT", f"/{FOO_MD5}", headers)
+    assert status == 401 and json.loads(body)["errors"] == ["Not logged in"]
+    mismatch = {"Authorization": f"Bearer {token}", "Content-Length": "3"}
+    status, _, body = raw_request(crunch_tls_server, "PUT", f"/{BAR_MD5}", mismatch, FOO)
+    assert status == 422 and "Hash mismatch" in json.loads(body)["errors"][0]
+    assert list(staging.iterdir()) == []
+
+
+def test_asgi_upload_cut_short_leaves_nothing(crunch_tls_server: Any) -> None:
+    import socket
+    import ssl
+
+    token = crunch_tls_server.tokens["alice"]
+    host, port = crunch_tls_server.host.split(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    md5 = hashlib.md5(b"x" * 100_000).hexdigest()
+    with socket.create_connection((host, int(port))) as raw:
+        with context.wrap_socket(raw) as tls:
+            tls.sendall(
+                f"PUT /{md5} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Length: 100000\r\n\r\n".encode()
+                + b"x" * 50_000
+            )
+            time.sleep(0.5)  # the server has taken the first half in
+    staging = crunch_tls_server.data_dir / "keep" / "tmp"
+    deadline = time.monotonic() + 10
+    while list(staging.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(staging.iterdir()) == []
+    assert not (crunch_tls_server.data_dir / "keep" / md5[:3] / md5).exists()
