@@ -109,9 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--bind", dest="bind_text", default="127.0.0.1:8000", metavar="HOST:PORT")
     dev.set_defaults(func=cmd_dev)
 
+    from crunch.dockercli import add_parsers as add_docker_parsers
     from crunch.keepcli import add_parsers as add_keep_parsers
+    from crunch.submitcli import add_parsers as add_submit_parsers
 
     add_keep_parsers(sub)
+    add_docker_parsers(sub)
+    add_submit_parsers(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Q
 
 from jobs import manifests
 from jobs.exceptions import InvalidRequest
@@ -144,12 +145,15 @@ def find_all_docker_images(
     )
     if not links:
         # A case-sensitive prefix: SQLite's LIKE (behind `startswith`) ignores ASCII case.
+        # v2 hash links are named `sha256:<hex>`: a bare hex prefix finds them too.
+        prefixes = (search, f"sha256:{search}")
         links = [
             link
             for link in candidates.filter(
-                link_class="docker_image_hash", name__startswith=search
+                Q(name__startswith=search) | Q(name__startswith=prefixes[1]),
+                link_class="docker_image_hash",
             ).order_by(*order)
-            if link.name.startswith(search)
+            if link.name.startswith(prefixes)
         ]
     collections = {c.uuid: c for c in readable.filter(uuid__in={lk.head_uuid for lk in links})}
     # Links are visited newest first; a collection keeps the key of its oldest link.
