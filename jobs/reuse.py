@@ -471,6 +471,8 @@ def explain_candidates(
         if reason is None:
             reason = decisions.get(job.uuid, "not reached: an older job was reused first")
             decision = "reused" if reason.startswith(REUSED) else "passed over"
+            if decision == "reused":
+                reason = reason[len(REUSED) :].lstrip(": ")  # the decision already says it
         explained.append(
             {
                 "uuid": job.uuid,

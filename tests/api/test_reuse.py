@@ -888,7 +888,11 @@ def test_image_formats_in_the_legacy_form(
 
 
 def explained(body: dict[str, Any]) -> dict[str, str]:
-    return {c["uuid"]: c["reason"] for c in body["reuse_explanation"]["candidates"]}
+    """Each candidate's reason; the reused one as "reused: <reason>" (its decision)."""
+    return {
+        c["uuid"]: f"reused: {c['reason']}" if c["decision"] == "reused" else c["reason"]
+        for c in body["reuse_explanation"]["candidates"]
+    }
 
 
 def test_explain_names_the_reason_for_each_rejected_candidate(w: World) -> None:

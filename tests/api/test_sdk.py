@@ -8,7 +8,6 @@ a server bug fail fast instead of looking like a hang (the SDK retries 5xx for m
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,12 +16,9 @@ import arvados.errors
 import arvados.util
 import pytest
 
-from api.viewsets.resources import RESOURCE_VIEWSETS
-
 pytestmark = pytest.mark.sdk
 
 TIMEOUT = 20
-JOBS_REGISTERED = "jobs" in {v.resource for v in RESOURCE_VIEWSETS}
 
 
 @pytest.fixture
@@ -458,12 +454,3 @@ def test_jobs_resource_builds_with_all_methods(as_active: Any) -> None:
     )
     with pytest.raises(TypeError):
         jobs.list(no_such_parameter=1)
-
-
-@pytest.mark.skipif(JOBS_REGISTERED, reason="jobs are served now: see the jobs API tests")
-def test_jobs_calls_fail_fast_with_api_error_until_served(as_active: Any) -> None:
-    started = time.monotonic()
-    err = api_error(as_active.jobs().list(limit=1))
-    assert err.resp.status == 404
-    assert err.reason == "Path not found"
-    assert time.monotonic() - started < TIMEOUT
