@@ -181,6 +181,12 @@ REST_FRAMEWORK = {
 # Celery: the broker is Redis in production; without REDIS_URL a filesystem broker that
 # needs no server (for `make run`).
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+# Called with a job uuid after the transaction that queued the job commits (empty: nothing).
+CRUNCH_DISPATCHER = env_str("CRUNCH_DISPATCHER", "crunch.dispatch.send")
+# Where workers reach the API (git over HTTP, Keep) and what they tell scripts.
+CRUNCH_API_URL = env_str("CRUNCH_API_URL", "http://127.0.0.1:8000").rstrip("/")
+# How long a job's own token lives at most (seconds); it is revoked when the job ends.
+CRUNCH_JOB_TOKEN_TTL = env_int("CRUNCH_JOB_TOKEN_TTL", 7 * 24 * 3600, minimum=60)
 CELERY_BROKER_FILESYSTEM_DIR = CRUNCH_DATA_DIR / "broker"
 
 LOGGING = {

@@ -6,3 +6,5 @@ import tempfile
 
 os.environ["CRUNCH_DATA_DIR"] = tempfile.mkdtemp(prefix="crunch-test-")
 os.environ.setdefault("CRUNCH_UUID_PREFIX", "zzzzz")
+# Tests that want dispatching (real workers) turn it on themselves.
+os.environ.setdefault("CRUNCH_DISPATCHER", "")

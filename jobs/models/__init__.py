@@ -2,6 +2,7 @@ from jobs.models.base import ArvadosModel
 from jobs.models.collections import Collection
 from jobs.models.jobs import Job, JobState
 from jobs.models.links import PERMISSION_LEVELS, Link
+from jobs.models.logs import LogChunk
 from jobs.models.nodes import Node
 from jobs.models.repositories import Repository
 from jobs.models.users import ApiClientAuthorization, Group, User
@@ -15,6 +16,7 @@ __all__ = [
     "Job",
     "JobState",
     "Link",
+    "LogChunk",
     "Node",
     "Repository",
     "User",

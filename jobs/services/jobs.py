@@ -363,6 +363,12 @@ class JobService(ResourceService):
             for name in CANCELLATION_ATTRIBUTES:
                 setattr(job, name, before[name])
 
+    def after_save(self, obj: Any, *, actor: Actor, creating: bool) -> None:
+        if creating and obj.state == JobState.QUEUED:
+            from jobs.services.runs import dispatch_on_commit
+
+            dispatch_on_commit(obj.uuid)
+
 
 def _priority_default(attrs: dict[str, Any]) -> dict[str, Any]:
     if "priority" in attrs and attrs["priority"] is None:

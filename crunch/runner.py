@@ -1,0 +1,452 @@
+"""Running one claimed job on this machine (the local runtime).
+
+`Runner.run()` owns a run's bookkeeping, the one place that decides how it ends:
+
+1. a per-job token (acting as the submitter; revoked when the run ends);
+2. the exact commit, fetched over the API's git HTTP endpoint into a per-repository cache
+   (so workers need no disk shared with the API), exported into `CRUNCH_SRC`;
+3. input collections named by portable data hash in `script_parameters`, copied read-only
+   under `TASK_KEEPMOUNT/<pdh>/`;
+4. `crunch_scripts/<script>` in its own process group, with the environment of DESIGN.md
+   (interface 7); stdout and stderr go, in order, into the job's log chunks;
+5. exit 0: Complete; 111: a temporary failure, run again (three tries at most); anything
+   else, a timeout (`runtime_constraints.max_run_time`) or a lost commit: Failed;
+6. `CRUNCH_OUTPUT` becomes the output collection and the whole log the log collection.
+
+Cancelling the job in the API stops the process group within seconds; the partial log is
+kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from crunch.client import ApiClient, ClientConfig, ClientError
+from crunch.keepcli import CommandError, get_target, put_paths
+from jobs.models import Job, JobState
+from jobs.services import runs
+
+log = logging.getLogger("crunch.runner")
+
+TEMPORARY_FAILURE = 111
+MAX_TRIES = 3
+CANCEL_POLL_SECONDS = 1.0
+KILL_GRACE_SECONDS = 3.0
+LOG_FLUSH_SECONDS = 0.25
+LOG_FLUSH_BYTES = 64 * 1024
+_PDH_RE = re.compile(r"^[0-9a-f]{32}\+[0-9]+\Z")
+_SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
+
+
+class RunFailed(Exception):
+    """The run cannot go on; the message goes to the job's log."""
+
+
+def work_root() -> Path:
+    root = Path(os.environ.get("CRUNCH_WORK_DIR") or Path(tempfile.gettempdir()) / "crunch-work")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def run_as() -> tuple[int, int] | None:
+    """The uid and gid scripts run as: a worker running as root drops to CRUNCH_RUN_AS
+    (default `nobody`), so a script can write only its own output and scratch directories;
+    otherwise scripts run as the worker's user."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("CRUNCH_RUN_AS") or "nobody"
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise RunFailed(f"CRUNCH_RUN_AS names no user: {name!r}") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def parameter_env(parameters: dict[str, Any]) -> dict[str, str]:
+    """`JOB_PARAMETER_<NAME>` per top-level parameter (a–z upper-cased), text as is, other
+    values as JSON; and `JOB_PARAMETERS`, the whole object."""
+    env = {"JOB_PARAMETERS": json.dumps(parameters)}
+    for name, value in parameters.items():
+        key = "JOB_PARAMETER_" + re.sub(r"[a-z]", lambda m: m.group(0).upper(), name)
+        if not re.fullmatch(r"[A-Za-z0-9_]+", key):
+            continue  # not a usable environment variable name; JOB_PARAMETERS has it
+        env[key] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+def input_pdhs(value: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(value, str) and _PDH_RE.match(value):
+        found.add(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            found |= input_pdhs(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= input_pdhs(item)
+    return found
+
+
+class LogWriter:
+    """Ordered, batched log chunks: flushed every LOG_FLUSH_SECONDS or LOG_FLUSH_BYTES."""
+
+    def __init__(self, job_uuid: str) -> None:
+        self.job_uuid = job_uuid
+        self.seq = 0
+        self.pending: list[str] = []
+        self.pending_bytes = 0
+        self.last_flush = time.monotonic()
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            self.pending.append(text)
+            self.pending_bytes += len(text)
+            if (
+                self.pending_bytes >= LOG_FLUSH_BYTES
+                or time.monotonic() - self.last_flush >= LOG_FLUSH_SECONDS
+            ):
+                self._flush()
+
+    def note(self, message: str) -> None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d_%H:%M:%S")
+        self.write(f"{stamp} crunch: {message}\n")
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush()
+
+    def tick(self) -> None:
+        """Flush what waits longer than LOG_FLUSH_SECONDS (called while the script runs)."""
+        with self.lock:
+            if self.pending and time.monotonic() - self.last_flush >= LOG_FLUSH_SECONDS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            runs.job_log_append(job_uuid=self.job_uuid, seq=self.seq, text="".join(self.pending))
+            self.seq += 1
+        self.pending, self.pending_bytes = [], 0
+        self.last_flush = time.monotonic()
+
+
+class Runner:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.log = LogWriter(job.uuid)
+        self.token: str | None = None
+        self.dir = work_root() / job.uuid
+
+    # --- the run ----------------------------------------------------------------------
+
+    def run(self) -> Job:
+        success = False
+        output: str | None = None
+        try:
+            self.token = runs.job_token_create(
+                job=self.job, lifetime=dt.timedelta(seconds=settings.CRUNCH_JOB_TOKEN_TTL)
+            )
+            self.client = ApiClient(
+                ClientConfig(base_url=settings.CRUNCH_API_URL, token=self.token)
+            )
+            self.log.note(
+                f"job {self.job.uuid}: {self.job.repository} "
+                f"{self.job.script_version} crunch_scripts/{self.job.script}"
+            )
+            self._prepare()
+            success = self._execute()
+            if success:
+                output = self._save_output()
+        except (RunFailed, ClientError, CommandError, OSError, subprocess.SubprocessError) as exc:
+            self.log.note(f"failed: {exc}")
+            success = False
+        finally:
+            log_pdh = self._save_log()
+            job = runs.job_finish(
+                job_uuid=self.job.uuid,
+                success=success,
+                output=output,
+                log_pdh=log_pdh,
+                tasks_summary={
+                    "done": int(success),
+                    "running": 0,
+                    "todo": 0,
+                    "failed": int(not success),
+                },
+            )
+            if self.token:
+                runs.job_token_revoke(token_uuid_or_secret=self.token)
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return job
+
+    # --- preparation ----------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.src = self.dir / "src"
+        self.output_dir = self.dir / "output"
+        self.job_work = self.dir / "work"
+        self.task_work = self.dir / "task"
+        self.keep = self.dir / "keep"
+        for path in (self.src, self.output_dir, self.job_work, self.task_work, self.keep):
+            path.mkdir(parents=True)
+        self.dir.chmod(0o755)
+        self.user = run_as()
+        if self.user is not None:
+            for path in (self.output_dir, self.job_work, self.task_work):
+                os.chown(path, *self.user)
+        self._checkout()
+        for pdh in sorted(input_pdhs(self.job.script_parameters or {})):
+            destination = self.keep / pdh
+            get_target(self.client, pdh, str(destination), force=False)
+            for root, dirs, files in os.walk(destination):
+                for name in files:
+                    os.chmod(os.path.join(root, name), 0o444)
+                for name in dirs:
+                    os.chmod(os.path.join(root, name), 0o555)
+            os.chmod(destination, 0o555)
+
+    def _git_env(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("GIT_") and k != "ARVADOS_API_TOKEN"
+        }
+        # The token travels in a header set through the environment, never in argv.
+        env.update(
+            GIT_TERMINAL_PROMPT="0",
+            GIT_CONFIG_NOSYSTEM="1",
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0="http.extraHeader",
+            GIT_CONFIG_VALUE_0=f"Authorization: Bearer {self.token}",
+            GIT_ALLOW_PROTOCOL="http:https:git",
+        )
+        return env
+
+    def _checkout(self) -> None:
+        commit = self.job.script_version
+        if not _SHA_RE.match(commit or ""):
+            raise RunFailed(f"script_version {commit!r} is not a commit")
+        repository = self.job.repository
+        url = (
+            repository
+            if re.match(r"^(https?|git)://", repository)
+            else f"{settings.CRUNCH_API_URL}/git/{repository}.git"
+        )
+        cache = work_root() / "repos" / (hashlib.sha1(url.encode()).hexdigest() + ".git")
+        env = self._git_env()
+
+        def git(*args: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                ["git", f"--git-dir={cache}", *args],
+                env=env,
+                capture_output=True,
+                timeout=settings.CRUNCH_GIT_TIMEOUT,
+                **kw,
+            )
+
+        if not (cache / "HEAD").exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                ["git", "init", "-q", "--bare", str(cache)],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        if git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+            fetched = git(
+                "fetch",
+                "-q",
+                "--force",
+                "--",
+                url,
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            )
+            if fetched.returncode != 0:
+                raise RunFailed(
+                    f"fetching {repository} failed: "
+                    f"{fetched.stderr.decode(errors='replace').strip()}"
+                )
+            if git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+                raise RunFailed(f"commit {commit} is no longer in {repository}")
+        archive = git("archive", "--format=tar", commit)
+        if archive.returncode != 0:
+            raise RunFailed(f"git archive {commit} failed")
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout), mode="r:") as tar:
+            tar.extractall(self.src, filter="data")
+        script = self.src / "crunch_scripts" / self.job.script
+        if not script.is_file():
+            raise RunFailed(f"crunch_scripts/{self.job.script} is not in commit {commit}")
+        script.chmod(script.stat().st_mode | 0o111)
+
+    # --- execution ------------------------------------------------------------------------
+
+    def _environment(self) -> dict[str, str]:
+        job = self.job
+        base = {
+            k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+        }
+        api = settings.CRUNCH_API_URL
+        return (
+            base
+            | parameter_env(job.script_parameters or {})
+            | {
+                "JOB_UUID": job.uuid,
+                "CRUNCH_JOB_UUID": job.uuid,
+                "JOB_SCRIPT": job.script,
+                "TASK_SEQUENCE": "0",
+                "TASK_QSEQUENCE": "0",
+                "ARVADOS_API_HOST": api,
+                "ARVADOS_API_TOKEN": self.token or "",
+                "CRUNCH_SRC": str(self.src),
+                "CRUNCH_SRC_COMMIT": job.script_version,
+                "CRUNCH_SRC_URL": job.repository,
+                "CRUNCH_TMP": str(self.dir),
+                "JOB_WORK": str(self.job_work),
+                "TASK_WORK": str(self.task_work),
+                "HOME": str(self.task_work),
+                "TASK_KEEPMOUNT": str(self.keep),
+                "CRUNCH_OUTPUT": str(self.output_dir),
+            }
+        )
+
+    def _execute(self) -> bool:
+        for attempt in range(1, MAX_TRIES + 1):
+            code = self._run_once()
+            if code == 0:
+                self.log.note("the script succeeded")
+                return True
+            if code == TEMPORARY_FAILURE and attempt < MAX_TRIES:
+                self.log.note(
+                    f"temporary failure (exit {code}); trying again ({attempt + 1} of {MAX_TRIES})"
+                )
+                for path in (self.output_dir, self.task_work):
+                    shutil.rmtree(path, ignore_errors=True)
+                    path.mkdir()
+                    if self.user is not None:
+                        os.chown(path, *self.user)
+                continue
+            if code is None:
+                return False
+            self.log.note(f"the script failed with exit code {code}")
+            return False
+        return False
+
+    def _run_once(self) -> int | None:
+        """Run the script; its exit code, or None when it was stopped (cancel, timeout)."""
+        script = self.src / "crunch_scripts" / self.job.script
+        limit = (self.job.runtime_constraints or {}).get("max_run_time")
+        deadline = (
+            time.monotonic() + float(limit)
+            if isinstance(limit, int | float) and limit > 0
+            else None
+        )
+        owner: dict[str, Any] = {}
+        if self.user is not None:
+            owner = {"user": self.user[0], "group": self.user[1], "extra_groups": []}
+        process = subprocess.Popen(
+            [str(script)],
+            cwd=self.dir,
+            env=self._environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **owner,
+        )
+        reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
+        reader.start()
+        stopped_because: str | None = None
+        last_poll = 0.0
+        while process.poll() is None:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                stopped_because = f"the run took longer than max_run_time ({limit} s)"
+            elif now - last_poll >= CANCEL_POLL_SECONDS:
+                last_poll = now
+                if runs.job_state(job_uuid=self.job.uuid) != JobState.RUNNING:
+                    stopped_because = "the job was cancelled"
+            if stopped_because:
+                self._stop(process)
+                break
+            self.log.tick()
+            time.sleep(0.05)
+        process.wait()
+        reader.join(timeout=10)
+        self.log.flush()
+        if stopped_because:
+            self.log.note(f"stopped: {stopped_because}")
+            return None
+        return process.returncode
+
+    def _pump(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for line in iter(process.stdout.readline, b""):
+            self.log.write(line.decode("utf-8", "replace"))
+        process.stdout.close()
+
+    @staticmethod
+    def _stop(process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to the whole process group, SIGKILL after a grace period."""
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # --- results --------------------------------------------------------------------------
+
+    def _save_output(self) -> str:
+        collection = put_paths(
+            self.client,
+            [str(self.output_dir) + os.sep],
+            name=f"Output of {self.job.script} job {self.job.uuid}",
+            owner_uuid=self.job.owner_uuid,
+        )
+        return str(collection["portable_data_hash"])
+
+    def _save_log(self) -> str | None:
+        self.log.flush()
+        if self.token is None:
+            return None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{self.job.uuid}.log.txt"
+                path.write_text(runs.job_log_text(job_uuid=self.job.uuid))
+                collection = put_paths(
+                    self.client,
+                    [str(path)],
+                    name=f"Log from {self.job.script} job {self.job.uuid}",
+                    owner_uuid=self.job.owner_uuid,
+                )
+                return str(collection["portable_data_hash"])
+        except (ClientError, CommandError, OSError) as exc:
+            log.warning("could not save the log of %s: %s", self.job.uuid, exc)
+            return None
