@@ -185,6 +185,12 @@ CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 CRUNCH_DISPATCHER = env_str("CRUNCH_DISPATCHER", "crunch.dispatch.send")
 # Where workers reach the API (git over HTTP, Keep) and what they tell scripts.
 CRUNCH_API_URL = env_str("CRUNCH_API_URL", "http://127.0.0.1:8000").rstrip("/")
+# Workers: heartbeat interval, how long a silent worker counts as alive, how often the
+# sweeper runs, and how long a queued job waits before its hint is sent again.
+CRUNCH_WORKER_HEARTBEAT = env_int("CRUNCH_WORKER_HEARTBEAT", 5, minimum=1)
+CRUNCH_WORKER_TTL = env_int("CRUNCH_WORKER_TTL", 30, minimum=2)
+CRUNCH_SWEEP_SECONDS = env_int("CRUNCH_SWEEP_SECONDS", 10, minimum=1)
+CRUNCH_REQUEUE_SECONDS = env_int("CRUNCH_REQUEUE_SECONDS", 30, minimum=1)
 # How long a job's own token lives at most (seconds); it is revoked when the job ends.
 CRUNCH_JOB_TOKEN_TTL = env_int("CRUNCH_JOB_TOKEN_TTL", 7 * 24 * 3600, minimum=60)
 CELERY_BROKER_FILESYSTEM_DIR = CRUNCH_DATA_DIR / "broker"

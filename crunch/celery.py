@@ -14,7 +14,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "api.settings")
 
 app = Celery("crunch")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.imports = ("crunch.tasks",)
+app.conf.imports = ("crunch.tasks", "crunch.sweeper")
 
 
 @app.on_configure.connect
@@ -36,3 +36,8 @@ def _configure(sender: Celery, **_: object) -> None:
     sender.conf.worker_prefetch_multiplier = 1
     sender.conf.task_reject_on_worker_lost = True
     sender.conf.broker_connection_retry_on_startup = True
+
+
+# Worker-process signal handlers (node registration, heartbeat, sweeper): connected when the
+# app loads, before the worker sends `worker_init`.
+import crunch.sweeper  # noqa: E402, F401

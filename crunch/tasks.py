@@ -22,10 +22,11 @@ def run_job(job_uuid: str) -> str | None:
 
     The claimed job may be another one (a higher priority came first); the hint for the
     rest stays in the broker, and each hint runs at most one job."""
+    from crunch import sweeper
     from crunch.runner import Runner
     from jobs.services.runs import job_claim
 
-    job = job_claim(worker=socket.gethostname())
+    job = job_claim(worker=socket.gethostname(), node_uuid=sweeper.NODE_UUID)
     if job is None:
         return None
     Runner(job).run()

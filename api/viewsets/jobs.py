@@ -90,13 +90,14 @@ class JobViewSet(ArvadosViewSet):
         self._nodes = nodes
 
     def extra_attributes(self, obj: Any) -> dict[str, Any]:
+        """node_uuids: nodes whose job_uuid is this job (spec), and the worker running it."""
         if self._nodes is not None:
-            node_uuids = sorted(self._nodes.get(obj.uuid, []))
+            found = set(self._nodes.get(obj.uuid, []))
         else:
-            node_uuids = sorted(
-                Node.objects.filter(job_uuid=obj.uuid).values_list("uuid", flat=True)
-            )
-        return {"node_uuids": node_uuids}
+            found = set(Node.objects.filter(job_uuid=obj.uuid).values_list("uuid", flat=True))
+        if obj.worker_node_uuid and obj.state == JobState.RUNNING:
+            found.add(obj.worker_node_uuid)
+        return {"node_uuids": sorted(found)}
 
     # --- lists: job-specific filters ---------------------------------------------------
 

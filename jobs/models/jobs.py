@@ -70,6 +70,10 @@ class Job(ArvadosModel):
     docker_image_locator = models.CharField(max_length=255, null=True, blank=True)
     description = models.TextField(null=True, blank=True)
     components = models.JSONField(null=True, blank=True)
+    # Execution bookkeeping (not in the original): the worker node running the job, and why
+    # a queued job cannot be placed on any registered node (null when it can).
+    worker_node_uuid = models.CharField(max_length=27, null=True, blank=True)
+    scheduling_status = models.TextField(null=True, blank=True)
 
     API_FIELDS: ClassVar[tuple[str, ...]] = (
         "submit_id",
@@ -99,6 +103,7 @@ class Job(ArvadosModel):
         "node_uuids",
         "description",
         "components",
+        "scheduling_status",
     )
     CLIENT_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -131,7 +136,13 @@ class Job(ArvadosModel):
     )
     # Server-only attributes are dropped without an error (spec §2.13); computed ones too.
     IGNORED_FIELDS: ClassVar[frozenset[str]] = ArvadosModel.IGNORED_FIELDS | frozenset(
-        {"arvados_sdk_version", "docker_image_locator", "queue_position", "node_uuids"}
+        {
+            "arvados_sdk_version",
+            "docker_image_locator",
+            "queue_position",
+            "node_uuids",
+            "scheduling_status",
+        }
     )
     HASH_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"script_parameters", "runtime_constraints", "tasks_summary", "components"}

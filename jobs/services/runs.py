@@ -10,15 +10,20 @@ unlocked → Running, so duplicate, late or lost messages cannot run a job twice
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from jobs.models import ApiClientAuthorization, Job, JobState, LogChunk, User
+from jobs.models import ApiClientAuthorization, Job, JobState, LogChunk, Node, User
 from jobs.services.tokens import system_user, token_create
 
 log = logging.getLogger("crunch.runs")
@@ -42,17 +47,106 @@ def _dispatch(job_uuid: str) -> None:
         log.warning("could not dispatch %s; it stays queued", job_uuid, exc_info=True)
 
 
-def job_claim(*, worker: str) -> Job | None:
-    """Claim the best Queued, unlocked job: it becomes Running, locked by the system user.
+# --- nodes and placement ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    cores: int
+    ram_mb: int
+    labels: frozenset[str]
+
+    @classmethod
+    def of(cls, node: Node) -> Capabilities:
+        info = node.info or {}
+        return cls(
+            int(info.get("cores", 0)), int(info.get("ram_mb", 0)), frozenset(info.get("labels", []))
+        )
+
+
+def placement_problem(job: Job, caps: Capabilities) -> str | None:
+    """Why a node with `caps` cannot run `job` (runtime_constraints), or None if it can."""
+    constraints = job.runtime_constraints or {}
+    cores = constraints.get("min_cores_per_node")
+    if isinstance(cores, int | float) and cores > caps.cores:
+        return f"min_cores_per_node {cores} (a node has {caps.cores})"
+    ram = constraints.get("min_ram_mb_per_node")
+    if isinstance(ram, int | float) and ram > caps.ram_mb:
+        return f"min_ram_mb_per_node {ram} (a node has {caps.ram_mb})"
+    wanted = constraints.get("constraints")
+    if isinstance(wanted, str):
+        wanted = [wanted]
+    if isinstance(wanted, list):
+        missing = sorted(str(w) for w in wanted if str(w) not in caps.labels)
+        if missing:
+            return f"labels {', '.join(missing)}"
+    return None
+
+
+def node_register(*, hostname: str, caps: Capabilities, concurrency: int) -> Node:
+    """A worker's node row (reused by host name), alive from now."""
+    now = timezone.now()
+    info = {
+        "cores": caps.cores,
+        "ram_mb": caps.ram_mb,
+        "labels": sorted(caps.labels),
+        "concurrency": concurrency,
+        "state": "up",
+    }
+    node = Node.objects.filter(hostname=hostname).first()
+    if node is None:
+        system = system_user()
+        node = Node.objects.create(
+            uuid=Node.new_uuid(),
+            owner_uuid=system.uuid,
+            created_at=now,
+            modified_at=now,
+            hostname=hostname,
+            first_ping_at=now,
+            last_ping_at=now,
+            info=info,
+        )
+    else:
+        Node.objects.filter(pk=node.pk).update(
+            info=info, last_ping_at=now, modified_at=now, job_uuid=None
+        )
+        node.refresh_from_db()
+    return node
+
+
+def node_heartbeat(*, node_uuid: str) -> None:
+    Node.objects.filter(uuid=node_uuid).update(last_ping_at=timezone.now())
+
+
+def node_down(*, node_uuid: str) -> None:
+    node = Node.objects.filter(uuid=node_uuid).first()
+    if node is not None:
+        info = dict(node.info or {}, state="down")
+        Node.objects.filter(pk=node.pk).update(info=info, last_ping_at=None)
+
+
+def live_nodes() -> list[Node]:
+    since = timezone.now() - dt.timedelta(seconds=settings.CRUNCH_WORKER_TTL)
+    return list(Node.objects.filter(last_ping_at__gte=since))
+
+
+def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
+    """Claim the best Queued, unlocked job this node can run: it becomes Running, locked by
+    the system user, recorded as running on `node_uuid`.
 
     Returns None when there is nothing to run (another worker won every race)."""
     system = system_user()
+    node = Node.objects.filter(uuid=node_uuid).first() if node_uuid else None
+    caps = Capabilities.of(node) if node is not None else None
     candidates = (
         Job.objects.filter(state=JobState.QUEUED, is_locked_by_uuid__isnull=True)
         .order_by("-priority", "created_at", "id")
-        .values_list("pk", flat=True)[:CLAIM_BATCH]
+        .only("pk", "runtime_constraints")[:CLAIM_BATCH]
     )
-    for pk in candidates:
+    for candidate in candidates:
+        if caps is not None and placement_problem(candidate, caps) is not None:
+            continue
+        pk = candidate.pk
         now = timezone.now()
         claimed = Job.objects.filter(
             pk=pk, state=JobState.QUEUED, is_locked_by_uuid__isnull=True
@@ -62,6 +156,7 @@ def job_claim(*, worker: str) -> Job | None:
             success=None,
             started_at=now,
             is_locked_by_uuid=system.uuid,
+            worker_node_uuid=node_uuid,
             modified_at=now,
             modified_by_user_uuid=system.uuid,
         )
@@ -98,6 +193,28 @@ def job_token_revoke(*, token_uuid_or_secret: str) -> None:
 def job_log_append(*, job_uuid: str, seq: int, text: str) -> LogChunk:
     """Store one chunk of a job's log; `seq` numbers them from 0 without gaps."""
     return LogChunk.objects.create(job_uuid=job_uuid, seq=seq, text=text, created_at=timezone.now())
+
+
+def job_log_note(*, job_uuid: str, message: str) -> None:
+    """Append a line from the system (not a runner) after the job's last chunk."""
+    stamp = timezone.now().strftime("%Y-%m-%d_%H:%M:%S")
+    for _ in range(5):
+        last = (
+            LogChunk.objects.filter(job_uuid=job_uuid)
+            .order_by("-seq")
+            .values_list("seq", flat=True)
+            .first()
+        )
+        try:
+            with transaction.atomic():
+                job_log_append(
+                    job_uuid=job_uuid,
+                    seq=0 if last is None else last + 1,
+                    text=f"{stamp} crunch: {message}\n",
+                )
+            return
+        except IntegrityError:
+            continue  # a runner wrote a chunk meanwhile: take the next number
 
 
 def job_log_text(*, job_uuid: str) -> str:
@@ -138,3 +255,100 @@ def job_finish(
         job.modified_by_user_uuid = system_user().uuid
         job.save()
     return job
+
+
+# --- the sweeper ----------------------------------------------------------------------------
+
+
+@contextmanager
+def exclusive(name: str) -> Iterator[bool]:
+    """Yields True in at most one process at a time (False elsewhere): a PostgreSQL advisory
+    lock for the transaction, or on SQLite (one machine) a file lock."""
+    if connection.vendor == "postgresql":
+        key = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big", signed=True)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+            yield bool(cursor.fetchone()[0])
+        return
+    folder = Path(settings.CRUNCH_DATA_DIR) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{name}.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class SweepReport:
+    failed: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    unplaceable: list[str] = field(default_factory=list)
+
+
+def sweep() -> SweepReport | None:
+    """One pass: fail Running jobs whose worker stopped heartbeating, explain queued jobs no
+    live node can run, and re-send hints for queued jobs nobody claimed. None when another
+    process holds the sweep lock."""
+    with exclusive("crunch-sweep") as mine:
+        if not mine:
+            return None
+        report = SweepReport()
+        now = timezone.now()
+        ttl = dt.timedelta(seconds=settings.CRUNCH_WORKER_TTL)
+        nodes = {n.uuid: n for n in Node.objects.all()}
+        system = system_user()
+        for job in Job.objects.filter(state=JobState.RUNNING, is_locked_by_uuid=system.uuid):
+            node = nodes.get(job.worker_node_uuid or "")
+            seen = node.last_ping_at if node is not None else None
+            if seen is not None and seen >= now - ttl:
+                continue
+            if seen is None and job.started_at and job.started_at >= now - ttl:
+                continue  # just claimed; give the node time to be seen
+            who = node.hostname if node is not None else "an unknown worker"
+            when = seen.strftime("%Y-%m-%d %H:%M:%S UTC") if seen else "never"
+            # Failed, not re-run: the script may already have had side effects.
+            job_log_note(
+                job_uuid=job.uuid,
+                message=f"the job failed: its worker {who} stopped heartbeating (last seen {when})",
+            )
+            job_finish(job_uuid=job.uuid, success=False, output=None, log_pdh=None)
+            report.failed.append(job.uuid)
+
+        live = [
+            Capabilities.of(n)
+            for n in nodes.values()
+            if n.last_ping_at is not None and n.last_ping_at >= now - ttl
+        ]
+        requeue_before = now - dt.timedelta(seconds=settings.CRUNCH_REQUEUE_SECONDS)
+        capacity = sum(
+            int((n.info or {}).get("concurrency", 1))
+            for n in nodes.values()
+            if n.last_ping_at is not None and n.last_ping_at >= now - ttl
+        )
+        queued = Job.objects.filter(state=JobState.QUEUED).order_by("-priority", "created_at")
+        for job in queued[:1000]:
+            status = None
+            if live:
+                problems = [placement_problem(job, caps) for caps in live]
+                if all(problems):
+                    status = f"no registered node can run this job: it needs {problems[0]}"
+            if status != job.scheduling_status:
+                Job.objects.filter(pk=job.pk).update(scheduling_status=status)
+                if status:
+                    job_log_note(job_uuid=job.uuid, message=status)
+                    report.unplaceable.append(job.uuid)
+            if (
+                status is None
+                and live
+                and job.created_at < requeue_before
+                and len(report.resent) < capacity
+            ):
+                _dispatch(job.uuid)
+                report.resent.append(job.uuid)
+        return report

@@ -1,0 +1,156 @@
+"""The sweeper's decisions (spec: lose nothing): silent workers' jobs fail with the reason in
+their log, jobs no node can run say why, hints nobody picked up are sent again."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from jobs.models import Job, Node
+from jobs.services import runs
+from jobs.services.tokens import system_user
+
+pytestmark = pytest.mark.django_db
+
+SENT: list[str] = []
+
+
+def record(job_uuid: str) -> None:
+    SENT.append(job_uuid)
+
+
+def make_job(**fields: Any) -> Job:
+    now = timezone.now()
+    values = {
+        "uuid": Job.new_uuid(),
+        "owner_uuid": system_user().uuid,
+        "created_at": now,
+        "modified_at": now,
+        "repository": "x/y",
+        "script": "s",
+        "script_version": "a" * 40,
+        "script_parameters": {},
+        "script_parameters_digest": "d",
+        "state": "Queued",
+    } | fields
+    return Job.objects.create(**values)
+
+
+def node(
+    name: str, *, cores: int = 2, ram_mb: int = 4096, labels: tuple[str, ...] = (), age: float = 0
+) -> Node:
+    made = runs.node_register(
+        hostname=name, caps=runs.Capabilities(cores, ram_mb, frozenset(labels)), concurrency=1
+    )
+    Node.objects.filter(pk=made.pk).update(last_ping_at=timezone.now() - dt.timedelta(seconds=age))
+    made.refresh_from_db()
+    return made
+
+
+@pytest.fixture(autouse=True)
+def _settings(settings: Any) -> None:
+    settings.CRUNCH_WORKER_TTL = 30
+    settings.CRUNCH_REQUEUE_SECONDS = 30
+    settings.CRUNCH_DISPATCHER = "tests.jobs.test_sweep.record"
+    SENT.clear()
+
+
+def test_a_silent_workers_running_job_fails_with_the_reason() -> None:
+    silent = node("gone@host", age=120)
+    alive = node("here@host")
+    system = system_user()
+    lost = make_job(
+        state="Running",
+        running=True,
+        is_locked_by_uuid=system.uuid,
+        worker_node_uuid=silent.uuid,
+        started_at=timezone.now(),
+    )
+    fine = make_job(
+        state="Running",
+        running=True,
+        is_locked_by_uuid=system.uuid,
+        worker_node_uuid=alive.uuid,
+        started_at=timezone.now(),
+    )
+    report = runs.sweep()
+    assert report is not None and report.failed == [lost.uuid]
+    lost.refresh_from_db()
+    assert (lost.state, lost.success, lost.running) == ("Failed", False, False)
+    assert "its worker gone@host stopped heartbeating" in runs.job_log_text(job_uuid=lost.uuid)
+    fine.refresh_from_db()
+    assert fine.state == "Running"
+
+
+def test_a_just_claimed_job_is_given_time() -> None:
+    system = system_user()
+    fresh = make_job(
+        state="Running",
+        running=True,
+        is_locked_by_uuid=system.uuid,
+        worker_node_uuid=None,
+        started_at=timezone.now(),
+    )
+    assert runs.sweep().failed == []
+    Job.objects.filter(pk=fresh.pk).update(started_at=timezone.now() - dt.timedelta(minutes=5))
+    assert runs.sweep().failed == [fresh.uuid]
+
+
+def test_jobs_no_node_can_run_say_why_and_placement_respects_constraints() -> None:
+    node("small@host", cores=2, ram_mb=1024, labels=("cpu",))
+    big = make_job(runtime_constraints={"min_cores_per_node": 64})
+    gpu = make_job(runtime_constraints={"constraints": ["gpu"]})
+    fits = make_job(runtime_constraints={"min_ram_mb_per_node": 512, "constraints": ["cpu"]})
+    report = runs.sweep()
+    assert sorted(report.unplaceable) == sorted([big.uuid, gpu.uuid])
+    big.refresh_from_db()
+    assert big.scheduling_status == (
+        "no registered node can run this job: it needs min_cores_per_node 64 (a node has 2)"
+    )
+    assert "labels gpu" in Job.objects.get(pk=gpu.pk).scheduling_status
+    assert Job.objects.get(pk=fits.pk).scheduling_status is None
+    assert "min_cores_per_node 64" in runs.job_log_text(job_uuid=big.uuid)
+    # the note is written once, not on every sweep
+    runs.sweep()
+    assert runs.job_log_text(job_uuid=big.uuid).count("min_cores_per_node 64") == 1
+    # a node that fits clears it; claiming respects constraints
+    small = Node.objects.get(hostname="small@host")
+    claimed = runs.job_claim(worker="w", node_uuid=small.uuid)
+    assert claimed is not None and claimed.uuid == fits.uuid
+    assert claimed.worker_node_uuid == small.uuid
+    assert runs.job_claim(worker="w", node_uuid=small.uuid) is None  # the rest cannot run here
+    huge = node("huge@host", cores=128, labels=("gpu",))
+    runs.sweep()
+    assert Job.objects.get(pk=big.pk).scheduling_status is None
+    assert runs.job_claim(worker="w", node_uuid=huge.uuid).uuid in (big.uuid, gpu.uuid)
+
+
+def test_unclaimed_queued_jobs_get_their_hint_again() -> None:
+    node("idle@host")
+    old = make_job(created_at=timezone.now() - dt.timedelta(minutes=5))
+    new = make_job()
+    report = runs.sweep()
+    assert report.resent == [old.uuid] and SENT == [old.uuid]
+    assert new.uuid not in SENT
+
+
+def test_no_live_node_no_hints_and_no_verdict() -> None:
+    node("dead@host", age=600)
+    make_job(
+        created_at=timezone.now() - dt.timedelta(minutes=5),
+        runtime_constraints={"min_cores_per_node": 64},
+    )
+    report = runs.sweep()
+    assert report.resent == [] and report.unplaceable == []
+
+
+def test_claim_order_is_priority_then_age() -> None:
+    first = make_job(priority=1, created_at=timezone.now() - dt.timedelta(minutes=3))
+    urgent = make_job(priority=5)
+    second = make_job(priority=1, created_at=timezone.now() - dt.timedelta(minutes=1))
+    order = [runs.job_claim(worker="w").uuid for _ in range(3)]
+    assert order == [urgent.uuid, first.uuid, second.uuid]
+    assert runs.job_claim(worker="w") is None
