@@ -217,6 +217,11 @@ def job_log_note(*, job_uuid: str, message: str) -> None:
             continue  # a runner wrote a chunk meanwhile: take the next number
 
 
+def job_set_log(*, job_uuid: str, log_pdh: str) -> None:
+    """Record the log collection of a job that has ended."""
+    Job.objects.filter(uuid=job_uuid).update(log=log_pdh, modified_at=timezone.now())
+
+
 def job_log_text(*, job_uuid: str) -> str:
     return "".join(
         LogChunk.objects.filter(job_uuid=job_uuid).order_by("seq").values_list("text", flat=True)
