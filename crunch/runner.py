@@ -1,4 +1,4 @@
-"""Running one claimed job on this machine (the local runtime).
+"""Running one claimed job on this machine.
 
 `Runner.run()` owns a run's bookkeeping, the one place that decides how it ends:
 
@@ -7,14 +7,25 @@
    (so workers need no disk shared with the API), exported into `CRUNCH_SRC`;
 3. input collections named by portable data hash in `script_parameters`, copied read-only
    under `TASK_KEEPMOUNT/<pdh>/`;
-4. `crunch_scripts/<script>` in its own process group, with the environment of DESIGN.md
+4. `crunch_scripts/<script>` through a runtime, with the environment of DESIGN.md
    (interface 7); stdout and stderr go, in order, into the job's log chunks;
 5. exit 0: Complete; 111: a temporary failure, run again (three tries at most); anything
    else, a timeout (`runtime_constraints.max_run_time`) or a lost commit: Failed;
 6. `CRUNCH_OUTPUT` becomes the output collection and the whole log the log collection.
 
-Cancelling the job in the API stops the process group within seconds; the partial log is
-kept.
+Two runtimes start and stop the script:
+
+- `LocalRuntime` (no `docker_image_locator`): a process in its own process group, as
+  `run_as()`; the paths the script sees are the worker's own.
+- `ContainerRuntime` (the job has an image): the image collection's `sha256:<id>.tar` is
+  loaded into the engine (`crunch.dockercli.container_cli()`) unless the engine has the id,
+  and `<cli> run --rm` runs the script in it, with the run's directories mounted at fixed
+  paths (`CONTAINER_PATHS`, spec §7.4) and only `ARVADOS_`/`CRUNCH_`/`JOB_`/`TASK_`
+  variables and `HOME` passed in. `CRUNCH_CONTAINER_RUN_ARGS` adds run options (network,
+  limits); by default the engine's own defaults apply.
+
+Cancelling the job in the API stops the script within seconds (the process group, or the
+container); the partial log is kept.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import logging
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -34,13 +46,15 @@ import tarfile
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from crunch.client import ApiClient, ClientConfig, ClientError
-from crunch.keepcli import CommandError, get_target, put_paths
+from crunch.dockercli import container_cli
+from crunch.keepcli import CommandError, fetch_tree, get_target, put_paths
 from jobs.models import Job, JobState
 from jobs.services import runs
 
@@ -50,10 +64,21 @@ TEMPORARY_FAILURE = 111
 MAX_TRIES = 3
 CANCEL_POLL_SECONDS = 1.0
 KILL_GRACE_SECONDS = 3.0
+# A container's first process ignores SIGTERM unless it handles it (it is pid 1), so the
+# grace period is short: a cancelled container is gone within 5 s.
+CONTAINER_KILL_GRACE_SECONDS = 1.0
+CONTAINER_CLI_TIMEOUT = 60
+IMAGE_LOAD_TIMEOUT = 3600
 LOG_FLUSH_SECONDS = 0.25
 LOG_FLUSH_BYTES = 64 * 1024
 _PDH_RE = re.compile(r"^[0-9a-f]{32}\+[0-9]+\Z")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
+# The file an image collection holds (v2 `sha256:<id>.tar`, or v1 `<id>.tar`; jobs/docker.py).
+_IMAGE_FILE_RE = re.compile(r"^(?:sha256:)?([0-9A-Fa-f]{64})\.tar\Z")
+_IMAGE_ID_RE = re.compile(r"^[0-9a-f]{64}\Z")
+# What passes into a container (spec §7.4), besides HOME.
+CONTAINER_ENV_PREFIXES = ("ARVADOS_", "CRUNCH_", "JOB_", "TASK_")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class RunFailed(Exception):
@@ -148,14 +173,282 @@ class LogWriter:
         self.last_flush = time.monotonic()
 
 
+# --- runtimes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScriptPaths:
+    """The run's directories as the script sees them."""
+
+    tmp: str  # CRUNCH_TMP, the working directory
+    src: str  # CRUNCH_SRC
+    output: str  # CRUNCH_OUTPUT
+    job_work: str  # JOB_WORK
+    task_work: str  # TASK_WORK and HOME
+    keep: str  # TASK_KEEPMOUNT
+
+
+# Inside a container (spec §7.4 for JOB_WORK, TASK_WORK and TASK_KEEPMOUNT).
+CONTAINER_PATHS = ScriptPaths(
+    tmp="/crunch",
+    src="/crunch/src",
+    output="/crunch/output",
+    job_work="/tmp/crunch-job-work",
+    task_work="/tmp/crunch-job-task-work",
+    keep="/keep",
+)
+
+
+class Runtime:
+    """Starts and stops a run's script; `Runner` keeps everything else."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    @property
+    def paths(self) -> ScriptPaths:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Called once before the first attempt, after the checkout."""
+
+    def start(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start one attempt: stdout carries stdout and stderr, in order."""
+        raise NotImplementedError
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        """Stop the attempt (cancel, timeout); returns once it is gone or cannot be."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Called once when the run ends, however it ends."""
+
+
+class LocalRuntime(Runtime):
+    """The script as a local process in its own process group, as `run_as()`."""
+
+    @property
+    def paths(self) -> ScriptPaths:
+        r = self.runner
+        return ScriptPaths(
+            tmp=str(r.dir),
+            src=str(r.src),
+            output=str(r.output_dir),
+            job_work=str(r.job_work),
+            task_work=str(r.task_work),
+            keep=str(r.keep),
+        )
+
+    def start(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        r = self.runner
+        base = {
+            k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+        }
+        owner: dict[str, Any] = {}
+        if r.user is not None:
+            owner = {"user": r.user[0], "group": r.user[1], "extra_groups": []}
+        return subprocess.Popen(
+            [str(r.src / "crunch_scripts" / r.job.script)],
+            cwd=r.dir,
+            env=base | env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **owner,
+        )
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to the whole process group, SIGKILL after a grace period."""
+        _stop_group(process, KILL_GRACE_SECONDS)
+
+
+def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def container_run_args() -> list[str]:
+    """CRUNCH_CONTAINER_RUN_ARGS, split like a shell would (but never run by one)."""
+    try:
+        return shlex.split(os.environ.get("CRUNCH_CONTAINER_RUN_ARGS", ""))
+    except ValueError as exc:
+        raise RunFailed(f"CRUNCH_CONTAINER_RUN_ARGS cannot be split: {exc}") from None
+
+
+class ContainerRuntime(Runtime):
+    """The script in a container of the job's image, through the engine's CLI.
+
+    `<cli> run --rm --name crunch-<job uuid> --pull never --user … [CRUNCH_CONTAINER_RUN_ARGS]
+    -v <src>:/crunch/src:ro -v <keep>:/keep:ro -v <output>:/crunch/output -v … -e NAME …
+    -e HOME=… --workdir /crunch --entrypoint /crunch/src/crunch_scripts/<script> <image id>`
+
+    Every argument is a list element. Variable values travel in the CLI's environment and are
+    named with `-e NAME`, so neither a token nor a parameter appears in a command line. The
+    image is always its validated 64-hex id, never user text."""
+
+    @property
+    def paths(self) -> ScriptPaths:
+        return CONTAINER_PATHS
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__(runner)
+        self.cli = ""
+        self.image_id = ""
+        self.name = f"crunch-{runner.job.uuid}"
+        self.started = False
+
+    def _cli(
+        self, *args: str, timeout: float = CONTAINER_CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.cli, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def prepare(self) -> None:
+        r = self.runner
+        locator = r.job.docker_image_locator or ""
+        names = [name for name in fetch_tree(r.client, locator).files if _IMAGE_FILE_RE.match(name)]
+        if len(names) != 1:
+            raise RunFailed(f"the image collection {locator} holds no single <image id>.tar")
+        match = _IMAGE_FILE_RE.match(names[0])
+        assert match is not None
+        self.image_id = match.group(1).lower()
+        assert _IMAGE_ID_RE.match(self.image_id)
+        self.cli = container_cli()
+        if self._has_image():
+            r.log.note(f"image sha256:{self.image_id} is in {self.cli}")
+            return
+        r.log.note(f"loading image sha256:{self.image_id} from {locator} into {self.cli}")
+        archive = r.dir / "image.tar"
+        try:
+            get_target(r.client, f"{locator}/{names[0]}", str(archive), force=True)
+            loaded = self._cli("load", "-i", str(archive), timeout=IMAGE_LOAD_TIMEOUT)
+        finally:
+            archive.unlink(missing_ok=True)
+        if loaded.returncode != 0:
+            raise RunFailed(f"{self.cli} load failed: {loaded.stderr.strip()}")
+        if not self._has_image():
+            raise RunFailed(f"{self.cli} loaded {names[0]} but has no image {self.image_id}")
+
+    def _has_image(self) -> bool:
+        found = self._cli("image", "inspect", "--format", "{{.Id}}", self.image_id)
+        return (
+            found.returncode == 0 and found.stdout.strip().removeprefix("sha256:") == self.image_id
+        )
+
+    def _volumes(self) -> list[str]:
+        r, p = self.runner, self.paths
+        mounts = [
+            (r.src, p.src, "ro"),
+            (r.keep, p.keep, "ro"),
+            (r.output_dir, p.output, "rw"),
+            (r.job_work, p.job_work, "rw"),
+            (r.task_work, p.task_work, "rw"),
+        ]
+        args: list[str] = []
+        for host, inside, mode in mounts:
+            if ":" in str(host) or "," in str(host):
+                raise RunFailed(f"{host}: a container mount source cannot hold ':' or ','")
+            args += ["--volume", f"{host}:{inside}:{mode}"]
+        return args
+
+    def start(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        r = self.runner
+        passed = {
+            k: v for k, v in env.items() if k.startswith(CONTAINER_ENV_PREFIXES) and k != "HOME"
+        }
+        bad = [k for k in passed if not _ENV_NAME_RE.match(k)]
+        if bad:
+            raise RunFailed(f"cannot pass {bad[0]!r} into a container")
+        user = ["--user", f"{r.user[0]}:{r.user[1]}"] if r.user is not None else []
+        argv = [
+            self.cli,
+            "run",
+            "--rm",
+            "--name",
+            self.name,
+            "--pull",
+            "never",
+            *user,
+            *container_run_args(),
+            *self._volumes(),
+            *[arg for name in sorted(passed) for arg in ("--env", name)],
+            "--env",
+            f"HOME={self.paths.task_work}",
+            "--workdir",
+            self.paths.tmp,
+            "--entrypoint",
+            f"{self.paths.src}/crunch_scripts/{r.job.script}",
+            self.image_id,
+        ]
+        self._remove()  # a container of an earlier attempt, or of a worker that died
+        self.started = True
+        return subprocess.Popen(
+            argv,
+            cwd=r.dir,
+            # The CLI's own environment (its configuration) and the values `--env NAME` reads.
+            env=dict(os.environ) | passed,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to the container, SIGKILL after a short grace, then the CLI process and
+        the container itself go."""
+        for signal_name, grace in (("TERM", CONTAINER_KILL_GRACE_SECONDS), ("KILL", 10.0)):
+            try:
+                self._cli("kill", "--signal", signal_name, self.name, timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                process.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        _stop_group(process, 0.5)
+        self._remove()
+
+    def _remove(self) -> None:
+        try:
+            self._cli("rm", "--force", self.name, timeout=30)
+        except subprocess.TimeoutExpired:
+            log.warning("%s rm --force %s timed out", self.cli, self.name)
+
+    def close(self) -> None:
+        if self.started:
+            self._remove()
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
 class Runner:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.log = LogWriter(job.uuid)
         self.token: str | None = None
         self.dir = work_root() / job.uuid
-
-    # --- the run ----------------------------------------------------------------------
+        self.user: tuple[int, int] | None = None
+        self.runtime: Runtime = (
+            ContainerRuntime(self) if job.docker_image_locator else LocalRuntime(self)
+        )
 
     def run(self) -> Job:
         success = False
@@ -179,6 +472,10 @@ class Runner:
             self.log.note(f"failed: {exc}")
             success = False
         finally:
+            try:
+                self.runtime.close()
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("could not clean up after %s: %s", self.job.uuid, exc)
             log_pdh = self._save_log()
             job = runs.job_finish(
                 job_uuid=self.job.uuid,
@@ -223,6 +520,7 @@ class Runner:
                 for name in dirs:
                     os.chmod(os.path.join(root, name), 0o555)
             os.chmod(destination, 0o555)
+        self.runtime.prepare()
 
     def _git_env(self) -> dict[str, str]:
         env = {
@@ -302,33 +600,26 @@ class Runner:
     # --- execution ------------------------------------------------------------------------
 
     def _environment(self) -> dict[str, str]:
-        job = self.job
-        base = {
-            k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+        """The script's variables (DESIGN.md interface 7), with the runtime's paths."""
+        job, paths = self.job, self.runtime.paths
+        return parameter_env(job.script_parameters or {}) | {
+            "JOB_UUID": job.uuid,
+            "CRUNCH_JOB_UUID": job.uuid,
+            "JOB_SCRIPT": job.script,
+            "TASK_SEQUENCE": "0",
+            "TASK_QSEQUENCE": "0",
+            "ARVADOS_API_HOST": settings.CRUNCH_API_URL,
+            "ARVADOS_API_TOKEN": self.token or "",
+            "CRUNCH_SRC": paths.src,
+            "CRUNCH_SRC_COMMIT": job.script_version,
+            "CRUNCH_SRC_URL": job.repository,
+            "CRUNCH_TMP": paths.tmp,
+            "JOB_WORK": paths.job_work,
+            "TASK_WORK": paths.task_work,
+            "HOME": paths.task_work,
+            "TASK_KEEPMOUNT": paths.keep,
+            "CRUNCH_OUTPUT": paths.output,
         }
-        api = settings.CRUNCH_API_URL
-        return (
-            base
-            | parameter_env(job.script_parameters or {})
-            | {
-                "JOB_UUID": job.uuid,
-                "CRUNCH_JOB_UUID": job.uuid,
-                "JOB_SCRIPT": job.script,
-                "TASK_SEQUENCE": "0",
-                "TASK_QSEQUENCE": "0",
-                "ARVADOS_API_HOST": api,
-                "ARVADOS_API_TOKEN": self.token or "",
-                "CRUNCH_SRC": str(self.src),
-                "CRUNCH_SRC_COMMIT": job.script_version,
-                "CRUNCH_SRC_URL": job.repository,
-                "CRUNCH_TMP": str(self.dir),
-                "JOB_WORK": str(self.job_work),
-                "TASK_WORK": str(self.task_work),
-                "HOME": str(self.task_work),
-                "TASK_KEEPMOUNT": str(self.keep),
-                "CRUNCH_OUTPUT": str(self.output_dir),
-            }
-        )
 
     def _execute(self) -> bool:
         for attempt in range(1, MAX_TRIES + 1):
@@ -354,26 +645,13 @@ class Runner:
 
     def _run_once(self) -> int | None:
         """Run the script; its exit code, or None when it was stopped (cancel, timeout)."""
-        script = self.src / "crunch_scripts" / self.job.script
         limit = (self.job.runtime_constraints or {}).get("max_run_time")
         deadline = (
             time.monotonic() + float(limit)
             if isinstance(limit, int | float) and limit > 0
             else None
         )
-        owner: dict[str, Any] = {}
-        if self.user is not None:
-            owner = {"user": self.user[0], "group": self.user[1], "extra_groups": []}
-        process = subprocess.Popen(
-            [str(script)],
-            cwd=self.dir,
-            env=self._environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **owner,
-        )
+        process = self.runtime.start(self._environment())
         reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
         reader.start()
         stopped_because: str | None = None
@@ -387,7 +665,7 @@ class Runner:
                 if runs.job_state(job_uuid=self.job.uuid) != JobState.RUNNING:
                     stopped_because = "the job was cancelled"
             if stopped_because:
-                self._stop(process)
+                self.runtime.stop(process)
                 break
             self.log.tick()
             time.sleep(0.05)
@@ -404,22 +682,6 @@ class Runner:
         for line in iter(process.stdout.readline, b""):
             self.log.write(line.decode("utf-8", "replace"))
         process.stdout.close()
-
-    @staticmethod
-    def _stop(process: subprocess.Popen[bytes]) -> None:
-        """SIGTERM to the whole process group, SIGKILL after a grace period."""
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=KILL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     # --- results --------------------------------------------------------------------------
 
