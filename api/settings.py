@@ -181,6 +181,9 @@ REST_FRAMEWORK = {
 # Celery: the broker is Redis in production; without REDIS_URL a filesystem broker that
 # needs no server (for `make run`).
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+# Celery's Django fix-up closes the database connections (and with it the connection pool)
+# around every task unless told to reuse them: a new PostgreSQL session per job otherwise.
+CELERY_DB_REUSE_MAX = 1000
 # Called with a job uuid after the transaction that queued the job commits (empty: nothing).
 CRUNCH_DISPATCHER = env_str("CRUNCH_DISPATCHER", "crunch.dispatch.send")
 # Where workers reach the API (git over HTTP, Keep) and what they tell scripts.

@@ -165,9 +165,12 @@ def check_collection_path(path: str) -> None:
 
 
 class _Uploader:
-    """Fills 64 MiB buffers from files and uploads full ones on worker threads."""
+    """Fills buffers of up to 64 MiB from files and uploads full ones on worker threads.
 
-    def __init__(self, client: ApiClient, threads: int, progress: Progress) -> None:
+    Buffers are sized to what is left to read (a small file or log costs a small buffer, not
+    a zeroed 64 MiB one) and taken only when there are bytes to put in them."""
+
+    def __init__(self, client: ApiClient, threads: int, progress: Progress, total: int) -> None:
         self.client = client
         self.progress = progress
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="put")
@@ -176,10 +179,13 @@ class _Uploader:
         self.max_buffers = threads + 1
         self.uploads: list[Future[str]] = []
         self.sizes: list[int] = []
-        self.buffer = self._take()
+        self.remaining = total  # bytes not read yet (as the files' sizes said)
+        self.buffer: bytearray | None = None
         self.fill = 0
 
     def _take(self) -> bytearray:
+        if 0 < self.remaining < BLOCK_SIZE:
+            return bytearray(self.remaining)  # the tail: small, and not pooled
         if self.free.empty() and self.buffers < self.max_buffers:
             self.buffers += 1
             return bytearray(BLOCK_SIZE)
@@ -192,19 +198,25 @@ class _Uploader:
             self.progress.add(size)
             return locator
         finally:
-            self.free.put(buffer)
+            if len(buffer) == BLOCK_SIZE:
+                self.free.put(buffer)
 
     def read_file(self, source: Source) -> list[tuple[int, int, int]]:
         """Read one file; its pieces as (block number, offset in block, length)."""
         pieces: list[tuple[int, int, int]] = []
+        if source.size == 0:
+            return pieces
         with open(source.local, "rb") as handle:
             while True:
+                if self.buffer is None:
+                    self.buffer = self._take()
                 count = handle.readinto(memoryview(self.buffer)[self.fill :])
                 if not count:
                     break
+                self.remaining -= count
                 pieces.append((len(self.uploads), self.fill, count))
                 self.fill += count
-                if self.fill == BLOCK_SIZE:
+                if self.fill == len(self.buffer):
                     self.flush()
         return pieces
 
@@ -214,9 +226,10 @@ class _Uploader:
         for done in self.uploads:
             if done.done() and done.exception() is not None:
                 raise done.exception()  # type: ignore[misc]
+        assert self.buffer is not None
         self.sizes.append(self.fill)
         self.uploads.append(self.pool.submit(self._upload, self.buffer, self.fill))
-        self.buffer = self._take()
+        self.buffer = None
         self.fill = 0
 
     def locators(self) -> list[str]:
@@ -240,7 +253,7 @@ def put_paths(
     """Store files and directories as a new collection; returns the collection record."""
     sources, dirs = collect_sources(paths)
     progress = Progress(sum(s.size for s in sources), label="put")
-    uploader = _Uploader(client, threads, progress)
+    uploader = _Uploader(client, threads, progress, sum(s.size for s in sources))
     try:
         read = [(source, uploader.read_file(source)) for source in sources]
         locators = uploader.locators()

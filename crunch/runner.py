@@ -142,14 +142,11 @@ class LogWriter:
         self.lock = threading.Lock()
 
     def write(self, text: str) -> None:
+        """Buffer text (from any thread); `tick` and `flush`, on the runner's thread, store
+        it, so the database is used from one thread only."""
         with self.lock:
             self.pending.append(text)
             self.pending_bytes += len(text)
-            if (
-                self.pending_bytes >= LOG_FLUSH_BYTES
-                or time.monotonic() - self.last_flush >= LOG_FLUSH_SECONDS
-            ):
-                self._flush()
 
     def note(self, message: str) -> None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d_%H:%M:%S")
@@ -160,9 +157,13 @@ class LogWriter:
             self._flush()
 
     def tick(self) -> None:
-        """Flush what waits longer than LOG_FLUSH_SECONDS (called while the script runs)."""
+        """Store what waited LOG_FLUSH_SECONDS, or LOG_FLUSH_BYTES of it (called often while
+        the script runs)."""
         with self.lock:
-            if self.pending and time.monotonic() - self.last_flush >= LOG_FLUSH_SECONDS:
+            if self.pending and (
+                self.pending_bytes >= LOG_FLUSH_BYTES
+                or time.monotonic() - self.last_flush >= LOG_FLUSH_SECONDS
+            ):
                 self._flush()
 
     def _flush(self) -> None:
@@ -668,7 +669,10 @@ class Runner:
                 self.runtime.stop(process)
                 break
             self.log.tick()
-            time.sleep(0.05)
+            try:
+                process.wait(timeout=0.02)  # returns as soon as the script exits
+            except subprocess.TimeoutExpired:
+                pass
         process.wait()
         reader.join(timeout=10)
         self.log.flush()
