@@ -225,6 +225,27 @@ class Runtime:
         """Called once when the run ends, however it ends."""
 
 
+def limit_prefix(constraints: dict[str, Any]) -> list[str]:
+    """Resource limits for a local run, from what the job asked for: its data segment
+    (heap and anonymous memory) capped at `min_ram_mb_per_node`, and its CPUs at
+    `min_cores_per_node` (util-linux `prlimit` and `taskset`, where installed)."""
+    prefix: list[str] = []
+    ram = constraints.get("min_ram_mb_per_node")
+    if isinstance(ram, int) and not isinstance(ram, bool) and ram > 0 and shutil.which("prlimit"):
+        limit = ram * 1024 * 1024
+        prefix += ["prlimit", f"--data={limit}:{limit}"]
+    cores = constraints.get("min_cores_per_node")
+    available = os.cpu_count() or 1
+    if (
+        isinstance(cores, int)
+        and not isinstance(cores, bool)
+        and 0 < cores < available
+        and shutil.which("taskset")
+    ):
+        prefix += ["taskset", "--cpu-list", f"0-{cores - 1}"]
+    return prefix
+
+
 class LocalRuntime(Runtime):
     """The script as a local process in its own process group, as `run_as()`."""
 
@@ -249,7 +270,10 @@ class LocalRuntime(Runtime):
         if r.user is not None:
             owner = {"user": r.user[0], "group": r.user[1], "extra_groups": []}
         return subprocess.Popen(
-            [str(r.src / "crunch_scripts" / r.job.script)],
+            [
+                *limit_prefix(r.job.runtime_constraints or {}),
+                str(r.src / "crunch_scripts" / r.job.script),
+            ],
             cwd=r.dir,
             env=base | env,
             stdin=subprocess.DEVNULL,

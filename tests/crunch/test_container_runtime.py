@@ -358,3 +358,14 @@ def test_the_engine_command_carries_no_secret_and_no_user_text(
     env = calls[1][1]
     assert env["ARVADOS_API_TOKEN"] == "s3cret" and env["JOB_PARAMETER_X"] == nasty
     assert env.get("PATH") != "/x" and env.get("HOME") != "/ignored"  # the engine's own
+
+
+def test_local_runs_are_limited_to_what_the_job_asked_for() -> None:
+    from crunch.runner import limit_prefix
+
+    assert limit_prefix({}) == []
+    assert limit_prefix({"min_ram_mb_per_node": 64})[:2] == ["prlimit", "--data=67108864:67108864"]
+    assert limit_prefix({"min_ram_mb_per_node": True}) == []
+    if (os.cpu_count() or 1) > 1:
+        assert limit_prefix({"min_cores_per_node": 1}) == ["taskset", "--cpu-list", "0-0"]
+    assert limit_prefix({"min_cores_per_node": 10_000}) == []  # asks for more than there is

@@ -8,6 +8,7 @@ production one (PostgreSQL and Redis), which needs those servers.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +19,9 @@ import pytest
 from tests.crunch.stack import STACK_KINDS, Stack, alive, running_stack
 
 SCRIPTS = {
+    "hog": """#!/bin/sh
+x=$(head -c 200000000 /dev/zero | tr '\\0' a) && echo "allocated ${#x}"
+""",
     "hello": """#!/bin/sh
 echo "hello from $JOB_SCRIPT, name=$JOB_PARAMETER_NAME"
 echo "to stderr" >&2
@@ -118,3 +122,20 @@ def test_cancel_kills_the_process_group(stack: Stack) -> None:
         time.sleep(0.2)
         done = stack.call("GET", f"jobs/{job['uuid']}")
     assert "sleeping" in stack.file(done["log"], f"{job['uuid']}.log.txt").decode()
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
+def test_a_local_run_gets_the_memory_it_asked_for(stack: Stack) -> None:
+    job = {
+        "repository": stack.repo,
+        "script": "hog",
+        "script_version": "main",
+        "script_parameters": {},
+        "runtime_constraints": {"min_ram_mb_per_node": 64},
+    }
+    capped = stack.wait(stack.call("POST", "jobs", json={"job": job})["uuid"])
+    assert capped["state"] == "Failed"
+    job["runtime_constraints"] = {"min_ram_mb_per_node": 1024}
+    roomy = stack.wait(stack.call("POST", "jobs", json={"job": job})["uuid"])
+    assert roomy["state"] == "Complete"
+    assert "allocated 200000000" in stack.log_text(roomy)
