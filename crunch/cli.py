@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def _bind(value: str) -> tuple[str, int]:
@@ -60,11 +60,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def dev_environment(bind_text: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """`crunch dev`'s children's environment: the worker reaches this API (git, Keep) where
+    it listens, unless CRUNCH_API_URL says otherwise."""
+    env = dict(environ)
+    if not env.get("CRUNCH_API_URL"):
+        host, port = _bind(bind_text)
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        env["CRUNCH_API_URL"] = f"http://{reachable}:{port}"
+    return env
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """API and one worker together, stopped together (what `make run` starts)."""
     exe = [sys.executable, "-m", "crunch.cli"]
-    worker = subprocess.Popen([*exe, "worker", "--concurrency", "1"])
-    server = subprocess.Popen([*exe, "serve", "--bind", args.bind_text])
+    env = dev_environment(args.bind_text, os.environ)
+    worker = subprocess.Popen([*exe, "worker", "--concurrency", "1"], env=env)
+    server = subprocess.Popen([*exe, "serve", "--bind", args.bind_text], env=env)
     children = [server, worker]
 
     def stop(*_: object) -> None:

@@ -151,3 +151,12 @@ def test_bad_configuration_stops_at_start_up(tmp_path):
     )
     assert result.returncode != 0
     assert "CRUNCH_UUID_PREFIX must be exactly five lowercase letters or digits" in result.stderr
+
+
+def test_crunch_dev_points_its_worker_at_its_own_port() -> None:
+    from crunch.cli import dev_environment
+
+    assert dev_environment("127.0.0.1:8125", {})["CRUNCH_API_URL"] == "http://127.0.0.1:8125"
+    assert dev_environment("0.0.0.0:9000", {})["CRUNCH_API_URL"] == "http://127.0.0.1:9000"
+    given = {"CRUNCH_API_URL": "https://crunch.example.org"}
+    assert dev_environment("127.0.0.1:8000", given)["CRUNCH_API_URL"] == given["CRUNCH_API_URL"]
