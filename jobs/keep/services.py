@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from jobs import uuids
 from jobs.exceptions import InvalidRequest
+from jobs.models.base import ArvadosShape
 
 
 @dataclass(frozen=True)
-class KeepService:
+class KeepService(ArvadosShape):
     uuid: str
     owner_uuid: str
     service_host: str
@@ -33,14 +34,6 @@ class KeepService:
     modified_by_client_uuid: str | None = None
     modified_by_user_uuid: str | None = None
 
-    COMMON_FIELDS: ClassVar[tuple[str, ...]] = (
-        "uuid",
-        "owner_uuid",
-        "created_at",
-        "modified_by_client_uuid",
-        "modified_by_user_uuid",
-        "modified_at",
-    )
     API_FIELDS: ClassVar[tuple[str, ...]] = (
         "service_host",
         "service_port",
@@ -48,26 +41,6 @@ class KeepService:
         "service_type",
         "read_only",
     )
-    HASH_FIELDS: ClassVar[frozenset[str]] = frozenset()
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "KeepService"
-
-    @classmethod
-    def kind(cls) -> str:
-        return uuids.kind_for(cls.class_name())
-
-    @classmethod
-    def infix(cls) -> str:
-        return uuids.infix_for(cls.class_name())
-
-    @classmethod
-    def all_api_fields(cls) -> tuple[str, ...]:
-        return cls.COMMON_FIELDS + cls.API_FIELDS
-
-    def get(self, name: str) -> Any:
-        return getattr(self, name)
 
 
 def keep_service_uuid() -> str:
