@@ -43,8 +43,32 @@ class Stack:
     token: str
     env: dict[str, str]
     work_dir: Path  # CRUNCH_WORK_DIR: the worker's runs, one directory per job uuid
+    logs: Path  # the processes' output, one file each
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     repo: str = ""
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        """One more `crunch worker` (concurrency 1) in its own session, so that a test can
+        kill it with everything it started, like a lost machine."""
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "crunch.cli",
+                "worker",
+                "--concurrency",
+                "1",
+                "--hostname",
+                f"{name}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+            stdout=(self.logs / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        return process
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         response = requests.request(
@@ -154,9 +178,11 @@ def running_stack(
     scripts: dict[str, str],
     *,
     extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Iterator[Stack]:
     """A stack of `kind` ("embedded" or "services") with `scripts` in `crunch_scripts/` of
-    alice/tools on branch main; `extra_env` goes to both processes."""
+    alice/tools on branch main; `extra_env` goes to every process; `workers` workers start
+    with it (more with `Stack.start_worker`)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -188,7 +214,9 @@ def running_stack(
     token = manage(env, "create_api_token", "alice")
     logs = work / "logs"
     logs.mkdir()
-    stack = Stack(url=f"http://127.0.0.1:{port}", token=token, env=env, work_dir=runs_dir)
+    stack = Stack(
+        url=f"http://127.0.0.1:{port}", token=token, env=env, work_dir=runs_dir, logs=logs
+    )
     stack.processes.append(
         subprocess.Popen(
             [
@@ -207,24 +235,8 @@ def running_stack(
             stderr=subprocess.STDOUT,
         )
     )
-    stack.processes.append(
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crunch.cli",
-                "worker",
-                "--concurrency",
-                "1",
-                "--hostname",
-                f"runs-{kind}-{port}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=(logs / "worker.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-    )
+    for number in range(workers):
+        stack.start_worker(f"runs-{kind}-{port}-{number}")
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -12,17 +12,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.crunch.stack import Stack, manage, postgres_database
-from tests.git_helpers import client_env, run_git
+from tests.crunch.stack import STACK_KINDS, Stack, running_stack
 from tests.keep_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,39 +38,26 @@ FAST = {
 }
 
 
-class RecoveryStack(Stack):
-    logs: Path
-    workers: list[subprocess.Popen[bytes]]
-    redis: subprocess.Popen[bytes] | None
-    redis_port: int
+class PrivateRedis:
+    """A `redis-server` of the test's own, which it can stop and start."""
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crunch.cli",
-                "worker",
-                "--concurrency",
-                "1",
-                "--hostname",
-                f"{name}@%h",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,
-            stdout=(self.logs / f"{name}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        self.workers.append(process)
-        return process
+    def __init__(self, logs: Path) -> None:
+        self.port = free_port()
+        self.logs = logs
+        self.process: subprocess.Popen[bytes] | None = None
 
-    def start_redis(self) -> None:
-        self.redis = subprocess.Popen(
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        self.process = subprocess.Popen(
             [
                 "redis-server",
                 "--port",
-                str(self.redis_port),
+                str(self.port),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -84,144 +69,71 @@ class RecoveryStack(Stack):
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
-        import redis
-
         while True:
             try:
-                redis.Redis(port=self.redis_port, socket_connect_timeout=1).ping()
+                redis.Redis(port=self.port, socket_connect_timeout=1).ping()
                 return
             except redis.ConnectionError:
                 assert time.monotonic() < deadline, "redis-server did not start"
                 time.sleep(0.1)
 
-    def stop_redis(self) -> None:
-        assert self.redis is not None
-        self.redis.terminate()
-        self.redis.wait(timeout=20)
-        self.redis = None
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+            self.process = None
 
 
-@pytest.fixture(
-    params=["embedded", pytest.param("services", marks=[pytest.mark.postgres, pytest.mark.redis])]
-)
-def recovery(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecoveryStack]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("ARVADOS_")
-    }
-    drop = None
-    runs_dir = Path(tempfile.mkdtemp(prefix="crunch-recovery-"))
-    stack = RecoveryStack(url="", token="", env=env, work_dir=runs_dir)
-    stack.logs = tmp_path / "logs"
-    stack.logs.mkdir()
-    stack.workers, stack.redis, stack.redis_port = [], None, free_port()
-    runs_dir.chmod(0o755)
-    server = None
+@dataclass
+class Recovery:
+    stack: Stack
+    redis: PrivateRedis | None
+
+
+@pytest.fixture(params=STACK_KINDS)
+def recovery(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Recovery]:
+    """A stack with fast heartbeats and sweeps and no worker yet; the production kind gets a
+    private Redis."""
+    redis = None
+    extra = dict(FAST)
+    if request.param == "services":
+        if shutil.which("redis-server") is None:
+            pytest.skip("needs redis-server to run a private Redis")
+        redis = PrivateRedis(tmp_path)
+        redis.start()
+        extra["REDIS_URL"] = redis.url
     try:
-        if request.param == "services":
-            if shutil.which("redis-server") is None:
-                pytest.skip("needs redis-server to run a private Redis")
-            env["DATABASE_URL"], drop = postgres_database(os.environ["DATABASE_URL"])
-            stack.start_redis()
-            env["REDIS_URL"] = f"redis://127.0.0.1:{stack.redis_port}/0"
-        port = free_port()
-        env.update(
-            FAST,
-            CRUNCH_DATA_DIR=str(tmp_path / "data"),
-            CRUNCH_WORK_DIR=str(runs_dir),
-            CRUNCH_DISPATCHER="crunch.dispatch.send",
-            CRUNCH_API_URL=f"http://127.0.0.1:{port}",
-        )
-        manage(env, "migrate", "-v0")
-        stack.token = manage(env, "create_api_token", "alice")
-        stack.url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crunch.cli",
-                "serve",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=(stack.logs / "serve.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{stack.url}/arvados/v1/users/current", timeout=5)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, (stack.logs / "serve.log").read_text()
-                time.sleep(0.3)
-        repo = stack.call("POST", "repositories", json={"repository": {"name": "alice/tools"}})
-        stack.repo = "alice/tools"
-        source = tmp_path / "source"
-        genv = client_env(tmp_path / "home")
-        run_git(genv, "init", "-q", "-b", "main", str(source))
-        (source / "crunch_scripts").mkdir()
-        for name, text in SCRIPTS.items():
-            path = source / "crunch_scripts" / name
-            path.write_text(text)
-            path.chmod(0o755)
-        run_git(genv, "add", ".", cwd=source)
-        run_git(genv, "commit", "-q", "-m", "scripts", cwd=source)
-        run_git(
-            genv,
-            "push",
-            "-q",
-            repo["clone_urls"][0].replace("http://", f"http://x:{stack.token}@"),
-            "main",
-            cwd=source,
-        )
-        yield stack
+        with running_stack(request.param, tmp_path, SCRIPTS, extra_env=extra, workers=0) as stack:
+            yield Recovery(stack, redis)
     finally:
-        for process in [*stack.workers, *([server] if server else [])]:
-            if process.poll() is None:
-                process.terminate()
-        for process in [*stack.workers, *([server] if server else [])]:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if stack.redis is not None:
-            stack.stop_redis()
-        if drop is not None:
-            drop()
-        shutil.rmtree(runs_dir, ignore_errors=True)
+        if redis is not None:
+            redis.stop()
 
 
-def test_a_worker_killed_mid_run_leaves_no_job_running(recovery: RecoveryStack) -> None:
-    first = recovery.start_worker("first")
+def test_a_worker_killed_mid_run_leaves_no_job_running(recovery: Recovery) -> None:
+    stack = recovery.stack
+    first = stack.start_worker("first")
     shared = Path(tempfile.mkdtemp(prefix="crunch-pids-"))
     shared.chmod(0o777)
     try:
-        job = recovery.submit("sleepy", {"pidfile": str(shared / "pid")})
-        recovery.wait(job["uuid"], states=("Running",))
+        job = stack.submit("sleepy", {"pidfile": str(shared / "pid")})
+        stack.wait(job["uuid"], states=("Running",))
         os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool, like a lost machine
         first.wait()
-        recovery.workers.remove(first)
-        recovery.start_worker("second")
-        failed = recovery.wait(job["uuid"], states=("Failed",), timeout=60)
+        stack.processes.remove(first)
+        stack.start_worker("second")
+        failed = stack.wait(job["uuid"], states=("Failed",), timeout=60)
         deadline = time.monotonic() + 30
         while not failed["log"]:
             assert time.monotonic() < deadline, "no log collection"
             time.sleep(0.3)
-            failed = recovery.call("GET", f"jobs/{job['uuid']}")
-        text = (
-            recovery.file(failed["log"], f"{job['uuid']}.log.txt").decode() if failed["log"] else ""
-        )
+            failed = stack.call("GET", f"jobs/{job['uuid']}")
+        text = stack.file(failed["log"], f"{job['uuid']}.log.txt").decode()
         assert "stopped heartbeating" in text, text
         # and the queue goes on
-        after = recovery.wait(recovery.submit("hello", {"name": "after"})["uuid"])
+        after = stack.wait(stack.submit("hello", {"name": "after"})["uuid"])
         assert after["state"] == "Complete"
-        assert recovery.file(after["output"], "out.txt") == b"after\n"
+        assert stack.file(after["output"], "out.txt") == b"after\n"
     finally:
         pidfile = shared / "pid"
         if pidfile.exists():
@@ -233,35 +145,37 @@ def test_a_worker_killed_mid_run_leaves_no_job_running(recovery: RecoveryStack) 
         shutil.rmtree(shared, ignore_errors=True)
 
 
-def test_priority_order_holds_with_one_busy_worker(recovery: RecoveryStack) -> None:
-    recovery.start_worker("only")
-    busy = recovery.submit("pause", {})
-    recovery.wait(busy["uuid"], states=("Running",))
-    low = recovery.submit("hello", {"name": "low"})
-    recovery.call("PUT", f"jobs/{low['uuid']}", json={"job": {"priority": 1}})
-    high = recovery.submit("hello", {"name": "high"})
-    recovery.call("PUT", f"jobs/{high['uuid']}", json={"job": {"priority": 9}})
-    middle = recovery.submit("hello", {"name": "middle"})
-    recovery.call("PUT", f"jobs/{middle['uuid']}", json={"job": {"priority": 5}})
-    done = [recovery.wait(j["uuid"]) for j in (low, high, middle)]
+def test_priority_order_holds_with_one_busy_worker(recovery: Recovery) -> None:
+    stack = recovery.stack
+    stack.start_worker("only")
+    busy = stack.submit("pause", {})
+    stack.wait(busy["uuid"], states=("Running",))
+    low = stack.submit("hello", {"name": "low"})
+    stack.call("PUT", f"jobs/{low['uuid']}", json={"job": {"priority": 1}})
+    high = stack.submit("hello", {"name": "high"})
+    stack.call("PUT", f"jobs/{high['uuid']}", json={"job": {"priority": 9}})
+    middle = stack.submit("hello", {"name": "middle"})
+    stack.call("PUT", f"jobs/{middle['uuid']}", json={"job": {"priority": 5}})
+    done = [stack.wait(j["uuid"]) for j in (low, high, middle)]
     assert all(j["state"] == "Complete" for j in done)
     started = sorted(done, key=lambda j: j["started_at"])
     assert [j["uuid"] for j in started] == [high["uuid"], middle["uuid"], low["uuid"]]
 
 
-def test_stopping_redis_loses_no_queued_job(recovery: RecoveryStack) -> None:
+def test_stopping_redis_loses_no_queued_job(recovery: Recovery) -> None:
+    stack = recovery.stack
     if recovery.redis is None:
         pytest.skip("the embedded stack has no Redis to stop")
-    recovery.start_worker("steady")
-    warm = recovery.wait(recovery.submit("hello", {"name": "warm"})["uuid"])
+    stack.start_worker("steady")
+    warm = stack.wait(stack.submit("hello", {"name": "warm"})["uuid"])
     assert warm["state"] == "Complete"
-    recovery.stop_redis()
-    queued = [recovery.submit("hello", {"name": f"while-down-{i}"}) for i in range(3)]
+    recovery.redis.stop()
+    queued = [stack.submit("hello", {"name": f"while-down-{i}"}) for i in range(3)]
     assert all(j["state"] == "Queued" for j in queued)
     time.sleep(2)
-    recovery.start_redis()
+    recovery.redis.start()
     for job in queued:
-        done = recovery.wait(job["uuid"], timeout=120)
+        done = stack.wait(job["uuid"], timeout=120)
         assert done["state"] == "Complete", done
-        name = recovery.file(done["output"], "out.txt").decode().strip()
+        name = stack.file(done["output"], "out.txt").decode().strip()
         assert name.startswith("while-down-")
