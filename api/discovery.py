@@ -185,7 +185,8 @@ def _annotation_schema(hint: Any) -> dict[str, Any] | None:
 # --- method parameters ----------------------------------------------------------------------
 
 
-def _query(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+def query_parameter(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    """A query parameter of the discovery document."""
     return {**schema, "description": description, "location": "query", **extra}
 
 
@@ -195,41 +196,49 @@ UUID_PARAMETER = {
     "required": True,
     "location": "path",
 }
-SELECT_PARAMETER = _query({"type": "array"}, "Attributes of the object to return in the response.")
+SELECT_PARAMETER = query_parameter(
+    {"type": "array"}, "Attributes of the object to return in the response."
+)
 LIST_PARAMETERS: dict[str, dict[str, Any]] = {
-    "filters": _query({"type": "array"}, "Conditions, each [attribute, operator, operand]."),
-    "where": _query(OBJECT, "Legacy conditions, an object of attribute: value."),
-    "order": _query({"type": "array"}, 'Attributes to sort by, each "name" or "name asc|desc".'),
+    "filters": query_parameter(
+        {"type": "array"}, "Conditions, each [attribute, operator, operand]."
+    ),
+    "where": query_parameter(OBJECT, "Legacy conditions, an object of attribute: value."),
+    "order": query_parameter(
+        {"type": "array"}, 'Attributes to sort by, each "name" or "name asc|desc".'
+    ),
     "select": SELECT_PARAMETER,
-    "distinct": _query(BOOLEAN, "Return each distinct object once.", default="false"),
-    "limit": _query(INTEGER, "Maximum number of items to return.", default="100"),
-    "offset": _query(INTEGER, "Number of items to skip first.", default="0"),
-    "count": _query(
+    "distinct": query_parameter(BOOLEAN, "Return each distinct object once.", default="false"),
+    "limit": query_parameter(INTEGER, "Maximum number of items to return.", default="100"),
+    "offset": query_parameter(INTEGER, "Number of items to skip first.", default="0"),
+    "count": query_parameter(
         STRING, '"exact" to include items_available (default), "none" to omit it.', default="exact"
     ),
-    "cluster_id": _query(
+    "cluster_id": query_parameter(
         STRING, "List objects on a remote federated cluster instead of the current one."
     ),
-    "bypass_federation": _query(
+    "bypass_federation": query_parameter(
         BOOLEAN, "Bypass federation behavior, list items from local instance database only."
     ),
 }
 CREATE_PARAMETERS: dict[str, dict[str, Any]] = {
     "select": SELECT_PARAMETER,
-    "ensure_unique_name": _query(
+    "ensure_unique_name": query_parameter(
         BOOLEAN, "Adjust the name to avoid a name collision.", default="false"
     ),
-    "cluster_id": _query(STRING, "Create the object on a remote federated cluster."),
+    "cluster_id": query_parameter(STRING, "Create the object on a remote federated cluster."),
 }
 GLOBAL_PARAMETERS: dict[str, dict[str, Any]] = {
-    "alt": _query(STRING, "Data format for the response.", default="json"),
-    "fields": _query(STRING, "Selector specifying which fields to include in a partial response."),
-    "key": _query(
+    "alt": query_parameter(STRING, "Data format for the response.", default="json"),
+    "fields": query_parameter(
+        STRING, "Selector specifying which fields to include in a partial response."
+    ),
+    "key": query_parameter(
         STRING,
         "API key. Your API key identifies your project and provides you "
         "with API access, quota, and reports.",
     ),
-    "oauth_token": _query(STRING, "OAuth 2.0 token for the current user."),
+    "oauth_token": query_parameter(STRING, "OAuth 2.0 token for the current user."),
 }
 STANDARD_METHODS = ("get", "list", "create", "update", "delete")
 _TEMPLATE_VAR_RE = re.compile(r"{([^}/]+)}")

@@ -53,12 +53,6 @@ def parse_locator(text: str) -> Locator | None:
     return Locator(match.group(1).lower(), size, hints)
 
 
-def strip_hints(locator: str) -> str:
-    """`hash+size+hints` → `hash+size` (spec §2.13); other text is returned unchanged."""
-    parsed = parse_locator(locator)
-    return parsed.portable if parsed else locator
-
-
 def unescape(name: str) -> str:
     return _ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 8)), name)
 

@@ -8,8 +8,6 @@ from django.db import models
 from django.db.models import Q, QuerySet
 
 from jobs import permissions
-from jobs.exceptions import NotFound
-from jobs.filters import apply_filters
 from jobs.models import (
     ApiClientAuthorization,
     ArvadosModel,
@@ -89,28 +87,6 @@ def readable_object(queryset: QuerySet, users: list[User], uuid: str) -> Any:
     return None
 
 
-def get_readable(model: type[ArvadosModel], user: User, uuid: str) -> Any:
-    """The object with this uuid if `user` may read it; unreadable looks missing."""
-    if not isinstance(uuid, str) or uuid.isdigit():
-        raise NotFound()
-    obj = readable_queryset(model, user).filter(uuid=uuid).first()
-    if obj is None:
-        raise NotFound()
-    return obj
-
-
-def list_objects(
-    model: type[models.Model],
-    user: User,
-    *,
-    filters: list[Any] | None = None,
-    where: dict[str, Any] | None = None,
-) -> QuerySet:
-    """Filters, then where, then readability (spec §1.8 evaluation order)."""
-    queryset = apply_filters(model.objects.all(), model, filters=filters, where=where)
-    return restrict_readable(queryset, [user])
-
-
 def readable_pdhs(user: User, pdhs: set[str]) -> set[str]:
     """Which of `pdhs` `user` may read (one query): those with at least one readable,
     untrashed collection (§6.1)."""
@@ -118,16 +94,3 @@ def readable_pdhs(user: User, pdhs: set[str]) -> set[str]:
         return set()
     queryset = Collection.objects.filter(portable_data_hash__in=pdhs, is_trashed=False)
     return set(permissions.readable(queryset, user).values_list("portable_data_hash", flat=True))
-
-
-def pdh_readable(user: User, pdh: str) -> bool:
-    """Readable when at least one untrashed collection with that PDH is readable (§6.1)."""
-    queryset = Collection.objects.filter(portable_data_hash=pdh, is_trashed=False)
-    return permissions.readable(queryset, user).exists()
-
-
-def groups_of(user: User) -> QuerySet:
-    return Group.objects.filter(uuid__in=list(permissions.permission_map(user)))
-
-
-__all__ = ["MODELS", "Link", "Node", "Repository"]

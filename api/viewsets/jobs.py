@@ -14,7 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from api.discovery import BOOLEAN, INTEGER, LIST_PARAMETERS, STRING, _query
+from api.discovery import BOOLEAN, INTEGER, LIST_PARAMETERS, STRING, query_parameter
 from api.params import ListParams, parse_bool, parse_json_param, parse_list_params
 from api.viewsets.base import ArvadosViewSet
 from jobs.filters import apply_filters
@@ -25,21 +25,21 @@ from jobs.services.jobs import job_cancel, job_lock
 JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
     "create": {
         "parameters": {
-            "find_or_create": _query(
+            "find_or_create": query_parameter(
                 BOOLEAN,
                 "Reuse an existing job that satisfies the filters instead of creating a new one.",
                 default="false",
             ),
-            "filters": _query(
+            "filters": query_parameter(
                 {"type": "array"}, "Conditions a reused job must satisfy (with find_or_create)."
             ),
-            "minimum_script_version": _query(
+            "minimum_script_version": query_parameter(
                 STRING, "The oldest commit a reused job may have run (with find_or_create)."
             ),
-            "exclude_script_versions": _query(
+            "exclude_script_versions": query_parameter(
                 {"type": "array"}, "Commits a reused job may not have run (with find_or_create)."
             ),
-            "explain": _query(
+            "explain": query_parameter(
                 BOOLEAN,
                 "Add `reuse_explanation`: the filters used and, for each candidate job, why "
                 "it was or was not reused.",
@@ -49,7 +49,7 @@ JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
     },
     "cancel": {
         "parameters": {
-            "cascade": _query(
+            "cascade": query_parameter(
                 BOOLEAN, "Also cancel the job's child jobs (its components).", default="false"
             )
         },
@@ -63,7 +63,9 @@ JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
         "path": "jobs/{uuid}/log_tail_follow",
         "description": "Stream the job's log as plain text lines.",
         "parameters": {
-            "buffer_size": _query(INTEGER, "Bytes of earlier log to send first.", default="8192")
+            "buffer_size": query_parameter(
+                INTEGER, "Bytes of earlier log to send first.", default="8192"
+            )
         },
         # No "response": the SDK returns the raw bytes of the stream.
         "response": None,

@@ -17,7 +17,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from jobs import permissions
-from jobs.exceptions import InvalidRequest, NotFound, PermissionDenied
+from jobs.exceptions import InvalidRequest, PermissionDenied
 from jobs.filters import parse_time, type_name
 from jobs.models import ApiClientAuthorization, ArvadosModel, Group, User
 from jobs.uuids import UUID_RE, infix_for, infix_of
@@ -279,9 +279,3 @@ class ResourceService:
 
 def _owner_exists(uuid: str) -> bool:
     return User.objects.filter(uuid=uuid).exists() or Group.objects.filter(uuid=uuid).exists()
-
-
-def require_found(obj: Any) -> Any:
-    if obj is None:
-        raise NotFound()
-    return obj

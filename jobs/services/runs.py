@@ -125,11 +125,6 @@ def node_down(*, node_uuid: str) -> None:
         Node.objects.filter(pk=node.pk).update(info=info, last_ping_at=None)
 
 
-def live_nodes() -> list[Node]:
-    since = timezone.now() - dt.timedelta(seconds=settings.CRUNCH_WORKER_TTL)
-    return list(Node.objects.filter(last_ping_at__gte=since))
-
-
 def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
     """Claim the best Queued, unlocked job this node can run: it becomes Running, locked by
     the system user, recorded as running on `node_uuid`.
