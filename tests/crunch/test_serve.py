@@ -160,3 +160,29 @@ def test_crunch_dev_points_its_worker_at_its_own_port() -> None:
     assert dev_environment("0.0.0.0:9000", {})["CRUNCH_API_URL"] == "http://127.0.0.1:9000"
     given = {"CRUNCH_API_URL": "https://crunch.example.org"}
     assert dev_environment("127.0.0.1:8000", given)["CRUNCH_API_URL"] == given["CRUNCH_API_URL"]
+
+
+def test_a_closed_output_pipe_is_not_a_traceback() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: the first write fails with EPIPE
+    try:
+        # A command whose output is larger than a pipe's buffer, so the write fails in main.
+        program = (
+            "import sys\n"
+            "import crunch.submitcli as submitcli\n"
+            "submitcli.cmd_submit = lambda args: print('x' * 200000)\n"
+            "from crunch.cli import main\n"
+            "sys.exit(main(['submit', '--repository', 'r', '--script', 's']))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            cwd=ROOT,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1
