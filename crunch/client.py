@@ -8,7 +8,9 @@ Configured like Arvados tools, from the environment:
 - `ARVADOS_API_HOST_INSECURE`: `1`/`true`/`yes` skips TLS certificate checks (self-signed).
 
 Each thread keeps one keep-alive connection. JSON goes in and out; an error answer raises
-`ApiError`, whose message is the server's `errors` joined.
+`ApiError`, whose message is the server's `errors` joined. `ApiClient.stream` opens a GET
+whose answer arrives over time (a followed log) on a connection of its own, and
+`parse_events` reads Server-Sent Events from it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import ssl
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -108,19 +111,21 @@ class ApiClient:
 
     # --- connections -------------------------------------------------------------------
 
+    def _new_connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            context = ssl.create_default_context()
+            if self.config.insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.timeout, context=context
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self._https:
-                context = ssl.create_default_context()
-                if self.config.insecure:
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self.timeout, context=context
-                )
-            else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+            conn = self._new_connection()
             # Large blocks go out in large writes.
             conn.blocksize = 1024 * 1024
             self._local.conn = conn
@@ -183,6 +188,46 @@ class ApiClient:
             return answer
         raise AssertionError("unreachable")
 
+    def stream(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> Stream:
+        """Open a GET of `<base URL><path>` whose body arrives over time (a followed log).
+
+        It has a connection of its own, and by default no read timeout: a quiet job may
+        print nothing for hours (TCP keep-alive notices a dead peer). Raises `ApiError`
+        for an error status, `ClientError` when the server cannot be reached."""
+        url = self._prefix + path
+        if query:
+            url += "?" + urlencode({k: _query_value(v) for k, v in query.items()})
+        sent = {"Authorization": f"Bearer {self.config.token}", **(headers or {})}
+        conn = self._new_connection()
+        try:
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            conn.sock.settimeout(read_timeout)
+            conn.request("GET", url, headers=sent)
+            response = conn.getresponse()
+            if response.status != 200:
+                answer = Answer(
+                    response.status,
+                    {k.lower(): v for k, v in response.getheaders()},
+                    response.read(),
+                )
+                raise ApiError(answer.status, _errors_of(answer), method="GET", path=path)
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise ClientError(f"Cannot reach {self.config.base_url}: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return Stream(conn, response)
+
     def call(
         self,
         method: str,
@@ -221,6 +266,117 @@ class ApiClient:
         if hashlib.md5(answer.body).hexdigest() != locator[:32].lower():
             raise ClientError(f"Block {locator[:32]} arrived damaged (its MD5 does not match)")
         return answer.body
+
+
+class Stream:
+    """An open streaming answer: iterating gives its bytes as they arrive, until the server
+    ends the answer. A broken connection raises `ClientError`. Close it when done."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse):
+        self._conn = conn
+        self.response = response
+        self.status = response.status
+        self.headers = {k.lower(): v for k, v in response.getheaders()}
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                data = self.response.read1(65536)
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                raise ClientError(f"the stream broke: {exc or type(exc).__name__}") from None
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class ServerEvent:
+    """One Server-Sent Event: its type (`message` unless named), data lines and id."""
+
+    event: str = "message"
+    lines: list[str] = field(default_factory=list)
+    id: str | None = None  # the `id:` of this event, if it had one
+
+    @property
+    def data(self) -> str:
+        return "\n".join(self.lines)
+
+
+class EventParser:
+    """Server-Sent Events (the WHATWG `text/event-stream` format) from bytes in any pieces.
+
+    Lines end with LF, CRLF or CR; `:` starts a comment; a blank line ends an event, which is
+    dispatched when it had at least one `data` field. A piece may split a line, a CRLF or a
+    UTF-8 character anywhere: an event is returned as soon as its last byte arrives."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._after_cr = False  # the last piece ended with CR: a LF first in the next is its
+        self._event = ServerEvent()
+        self._has_data = False
+        self.last_id: str | None = None  # the stream's last event id so far
+
+    def feed(self, data: bytes) -> list[ServerEvent]:
+        if self._after_cr and data[:1] == b"\n":
+            data = data[1:]  # the second half of a CRLF cut between pieces
+        self._after_cr = False
+        buffer = self._pending + data
+        events: list[ServerEvent] = []
+        start = 0
+        while True:
+            lf = buffer.find(b"\n", start)
+            cr = buffer.find(b"\r", start)
+            if cr == -1 and lf == -1:
+                break
+            if cr != -1 and (lf == -1 or cr < lf):
+                end, after = cr, cr + (2 if buffer[cr + 1 : cr + 2] == b"\n" else 1)
+                self._after_cr = end + 1 == len(buffer)
+            else:
+                end, after = lf, lf + 1
+            event = self._line(buffer[start:end].decode("utf-8", "replace"))
+            if event is not None:
+                events.append(event)
+            start = after
+        self._pending = buffer[start:]
+        return events
+
+    def _line(self, line: str) -> ServerEvent | None:
+        if not line:
+            event, had_data = self._event, self._has_data
+            self._event, self._has_data = ServerEvent(), False
+            return event if had_data else None
+        if line.startswith(":"):
+            return None
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._event.lines.append(value)
+            self._has_data = True
+        elif name == "event":
+            self._event.event = value or "message"
+        elif name == "id" and "\0" not in value:
+            self._event.id = value
+            self.last_id = value
+        return None
+
+
+def parse_events(
+    chunks: Iterable[bytes], parser: EventParser | None = None
+) -> Iterator[ServerEvent]:
+    """The events in a stream of bytes, each as soon as its blank line arrives."""
+    parser = parser or EventParser()
+    for chunk in chunks:
+        yield from parser.feed(chunk)
 
 
 def _read_body(response: http.client.HTTPResponse, into: bytearray | None) -> bytes | memoryview:
