@@ -1,7 +1,16 @@
-"""`crunch`: the production processes (`serve`, `worker`) and, for a first run, `dev`.
+"""`crunch`: the production processes (`serve`, `worker`), `dev` for a first run, and the
+client commands, which talk to the API named by `ARVADOS_API_HOST` with `ARVADOS_API_TOKEN`:
 
-Configuration comes from the environment (see README). Client commands (`put`, `get`, `ls`
-in `crunch.keepcli`; submit, logs...) join this entry point as the API grows.
+    submit                      `crunch.submitcli` (with --follow)
+    get UUID, list, queue, cancel, logs, whoami
+                                `crunch.jobscli`
+    put, get PDH DEST, ls       `crunch.keepcli`
+    keepdocker                  `crunch.dockercli`
+
+Client commands print through `crunch.output`: rich on a terminal, plain and stable when
+piped, JSON with `--json`. Exit codes: 0 ok; 1 an error (a wrong command line included),
+with a message on stderr; 2 a followed job failed, was cancelled or cannot be placed.
+Configuration of the server processes comes from the environment (see README).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 
 def _bind(value: str) -> tuple[str, int]:
@@ -99,8 +109,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return max((c.returncode or 0) for c in children)
 
 
+class Parser(argparse.ArgumentParser):
+    """A wrong command line is an error like any other: exit 1 (argparse's own is 2, which
+    `crunch` keeps for jobs that failed)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crunch", description="Crunch job service")
+    parser = Parser(prog="crunch", description="Crunch job service")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the API server (ASGI, streams)")
@@ -122,12 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
 
     from crunch.dockercli import add_parsers as add_docker_parsers
+    from crunch.jobscli import add_parsers as add_jobs_parsers
     from crunch.keepcli import add_parsers as add_keep_parsers
     from crunch.submitcli import add_parsers as add_submit_parsers
 
+    add_submit_parsers(sub)
+    add_jobs_parsers(sub)
     add_keep_parsers(sub)
     add_docker_parsers(sub)
-    add_submit_parsers(sub)
     return parser
 
 

@@ -7,7 +7,8 @@ The collection holds one file, `sha256:<image id>.tar`. Two links point at it: a
 `docker_image_hash` link named `sha256:<image id>` and, when the image has a repository and
 tag, a `docker_image_repo+tag` link named `repo:tag`. Both carry `image_timestamp`, the
 image's creation time from its config, so "latest" means the newest image. Storing an image
-that is already stored only adds the missing tag link.
+that is already stored only adds the missing tag link. It prints the collection's portable
+data hash, or with `--json` the collection record.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crunch.client import ApiClient, ClientError
+from crunch.client import ApiClient
 from crunch.keepcli import CommandError, put_paths
+from crunch.output import print_json, run_command
 
 # An image reference as engines accept it; never starting with "-", so never an option.
 _IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}\Z")
@@ -208,14 +209,15 @@ def keepdocker(
 
 
 def cmd_keepdocker(args: argparse.Namespace) -> int:
-    try:
+    def body() -> None:
         client = ApiClient.from_env()
         collection = keepdocker(client, args.image, args.repo_tag, owner_uuid=args.project)
-    except (CommandError, ClientError) as exc:
-        print(f"crunch keepdocker: {exc}", file=sys.stderr)
-        return 1
-    print(collection["portable_data_hash"])
-    return 0
+        if args.json:
+            print_json(collection)
+        else:
+            print(collection["portable_data_hash"])
+
+    return run_command("keepdocker", body)
 
 
 def add_parsers(sub: Any) -> None:
@@ -232,4 +234,5 @@ def add_parsers(sub: Any) -> None:
         help="name it so (default: the archive's tag, or IMAGE)",
     )
     keep.add_argument("--project", metavar="UUID", help="owner: a project (group) or user uuid")
+    keep.add_argument("--json", action="store_true", help="print the collection as JSON")
     keep.set_defaults(func=cmd_keepdocker)

@@ -13,6 +13,11 @@ again here before they become local paths.
 
 Paths follow arv-put: `DIR` is stored as `DIR/...`, `DIR/` stores what is inside, a file is
 stored under its name. Exit status: 0 on success, 1 on any error (with a message on stderr).
+
+`crunch get` also shows a job: `crunch get UUID` with a job uuid (`-8i9sb-`) and no DEST
+(`crunch.jobscli`). With `--json`: `put` prints the collection record, `get` what it wrote
+(`{"source", "destination", "files": [{"path", "size"}]}`), `ls` the entries
+(`[{"path", "size"}]`, directories with a null size).
 """
 
 from __future__ import annotations
@@ -35,16 +40,16 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from crunch.client import ApiClient, ClientError
+from crunch.client import ApiClient
+from crunch.jobscli import cmd_get_job, is_job_uuid
+from crunch.output import CommandError, UsageError, print_json, run_command
 from jobs import manifests
 from jobs.exceptions import InvalidRequest
 
 BLOCK_SIZE = 64 * 1024 * 1024
 DEFAULT_THREADS = 4
 
-
-class CommandError(Exception):
-    pass
+__all__ = ["CommandError", "get_target", "list_target", "put_paths"]
 
 
 # --- progress ------------------------------------------------------------------------------
@@ -323,18 +328,20 @@ def get_target(
     force: bool = False,
     threads: int = DEFAULT_THREADS,
     stdout: IO[bytes] | None = None,
-) -> None:
+) -> dict[Path, int]:
+    """Copy `target` to `destination`; returns the files written and their sizes (none when
+    the destination is `-`, standard output)."""
     identifier, path = split_target(target)
     tree = fetch_tree(client, identifier)
     if path in tree.files:
         if destination == "-":
             _write_stream(client, tree.files[path], stdout or sys.stdout.buffer, threads)
-            return
+            return {}
         dest = Path(destination)
         if dest.is_dir():
             dest = dest / path.rpartition("/")[2]
         _download(client, {dest: tree.files[path]}, set(), force=force, threads=threads)
-        return
+        return {dest: tree.size(path)}
     if path not in tree.dirs:
         raise CommandError(f"{target}: no such file or directory in the collection")
     if destination == "-":
@@ -344,6 +351,7 @@ def get_target(
     files = {root.joinpath(*name.split("/")): pieces for name, pieces in sub.files.items()}
     dirs = {root.joinpath(*name.split("/")) for name in sub.dirs}
     _download(client, files, dirs, force=force, threads=threads)
+    return {root.joinpath(*name.split("/")): sub.size(name) for name in sub.files}
 
 
 def _download(
@@ -430,7 +438,11 @@ def _run_all(task: Callable[[str], None], items: list[str], threads: int) -> Non
             raise
 
 
-def list_target(client: ApiClient, target: str, *, sizes: bool, out: IO[str]) -> None:
+def list_target(
+    client: ApiClient, target: str, *, sizes: bool, out: IO[str] | None
+) -> list[tuple[str, int | None]]:
+    """Print `./name` lines (with `sizes`, sizes first) unless `out` is None; returns the
+    entries, in order: directories as `name/` with no size."""
     identifier, path = split_target(target)
     tree = fetch_tree(client, identifier)
     entries: list[tuple[str, int | None]]
@@ -446,8 +458,11 @@ def list_target(client: ApiClient, target: str, *, sizes: bool, out: IO[str]) ->
         entries += [(f"{prefix}{d}/", None) for d in sub.dirs if d and d not in parents]
     else:
         raise CommandError(f"{target}: no such file or directory in the collection")
-    for name, size in sorted(entries):
-        out.write(f"{size:>12} ./{name}\n" if sizes and size is not None else f"./{name}\n")
+    entries.sort()
+    if out is not None:
+        for name, size in entries:
+            out.write(f"{size:>12} ./{name}\n" if sizes and size is not None else f"./{name}\n")
+    return entries
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -458,19 +473,14 @@ def _client() -> ApiClient:
 
 
 def _run(command: str, body: Callable[[ApiClient], None]) -> int:
-    try:
+    def with_client() -> None:
         client = _client()
         try:
             body(client)
         finally:
             client.close()
-    except (ClientError, CommandError, OSError) as exc:
-        print(f"crunch {command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"crunch {command}: interrupted", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command(command, with_client)
 
 
 def cmd_put(args: argparse.Namespace) -> int:
@@ -478,6 +488,9 @@ def cmd_put(args: argparse.Namespace) -> int:
         collection = put_paths(
             client, args.paths, name=args.name, owner_uuid=args.project, threads=args.threads
         )
+        if args.json:
+            print_json(collection)
+            return
         print(f"crunch put: saved collection {collection['uuid']}", file=sys.stderr)
         print(collection["portable_data_hash"], flush=True)
 
@@ -485,16 +498,45 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    return _run(
-        "get",
-        lambda client: get_target(
+    """`get UUID` shows a job; `get PDH[/PATH] DEST` copies from a collection."""
+    if is_job_uuid(args.target):
+        if args.destination is not None:
+            return run_command("get", _usage(f"{args.target} is a job: crunch get UUID, no DEST"))
+        return cmd_get_job(args)
+    if args.destination is None:
+        return run_command(
+            "get", _usage("DEST is missing: crunch get PDH[/PATH] DEST (a directory, file or -)")
+        )
+    if args.json and args.destination == "-":
+        return run_command("get", _usage("--json and DEST - both want standard output"))
+
+    def body(client: ApiClient) -> None:
+        written = get_target(
             client, args.target, args.destination, force=args.force, threads=args.threads
-        ),
-    )
+        )
+        if args.json:
+            files = [{"path": str(p), "size": size} for p, size in sorted(written.items())]
+            print_json({"source": args.target, "destination": args.destination, "files": files})
+
+    return _run("get", body)
+
+
+def _usage(message: str) -> Callable[[], None]:
+    def fail() -> None:
+        raise UsageError(message)
+
+    return fail
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    return _run("ls", lambda client: list_target(client, args.target, sizes=args.s, out=sys.stdout))
+    def body(client: ApiClient) -> None:
+        entries = list_target(
+            client, args.target, sizes=args.s, out=None if args.json else sys.stdout
+        )
+        if args.json:
+            print_json([{"path": f"./{name}", "size": size} for name, size in entries])
+
+    return _run("ls", body)
 
 
 def _threads(value: str) -> int:
@@ -510,16 +552,27 @@ def add_parsers(sub: Any) -> None:
     put.add_argument("--name", help="the collection's name (default: when and by whom)")
     put.add_argument("--project", metavar="UUID", help="owner: a project (group) or user uuid")
     put.add_argument("--threads", type=_threads, default=DEFAULT_THREADS, help="uploads at once")
+    put.add_argument("--json", action="store_true", help="print the collection as JSON")
     put.set_defaults(func=cmd_put)
 
-    get = sub.add_parser("get", help="copy a collection, or a file or directory in it, here")
-    get.add_argument("target", metavar="PDH[/PATH]", help="a portable data hash or uuid")
-    get.add_argument("destination", metavar="DEST", help="a directory, a file name, or -")
+    get = sub.add_parser(
+        "get",
+        help="show a job (UUID), or copy a collection or a file or directory in it (PDH DEST)",
+        description="crunch get JOB_UUID | crunch get PDH[/PATH] DEST",
+    )
+    get.add_argument(
+        "target", metavar="UUID|PDH[/PATH]", help="a job uuid, or a portable data hash or uuid"
+    )
+    get.add_argument(
+        "destination", nargs="?", metavar="DEST", help="a directory, a file name, or -"
+    )
     get.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
     get.add_argument("--threads", type=_threads, default=DEFAULT_THREADS, help="downloads at once")
+    get.add_argument("--json", action="store_true", help="print the job, or what was written")
     get.set_defaults(func=cmd_get)
 
     ls = sub.add_parser("ls", help="list the files of a collection")
     ls.add_argument("target", metavar="PDH[/PATH]", help="a portable data hash or uuid")
     ls.add_argument("-s", action="store_true", help="show sizes in bytes")
+    ls.add_argument("--json", action="store_true", help="print the entries as JSON")
     ls.set_defaults(func=cmd_ls)

@@ -5,7 +5,15 @@
 
 Parameters: `name=text` gives a string; `name:=JSON` gives any JSON value (`count:=3` is the
 number 3, which is not the same job as `count=3`, the string "3": reuse compares exact
-parameters). `--params FILE.json` reads an object first; later `k=v` arguments override it.
+parameters). `--params FILE.json` (or `@FILE.json` among the parameters) reads an object
+first; later `k=v` arguments override it.
+
+It prints `UUID  STATE  new|reused` (coloured on a terminal), or the job as JSON with
+`--json`. With `--follow` it then follows the job's log as `crunch logs --follow` does (a new
+job's from its first line, a reused one's last 8 KiB) and exits 0 when the job completes, 2
+when it fails, is cancelled or cannot be placed; a reused job that is already finished shows
+its log and end state at once. `--json --follow` prints the job on one line, then one JSON
+object per log event.
 """
 
 from __future__ import annotations
@@ -16,24 +24,29 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from crunch.client import ApiClient, ClientError
+from crunch.client import ApiClient
+from crunch.jobscli import LogView, follow_log
+from crunch.output import DIM, GREEN, Output, UsageError, print_json, run_command
 
 
-class UsageError(Exception):
-    pass
+def _params_file(path: str, label: str) -> dict[str, Any]:
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{label}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{label}: must hold a JSON object")
+    return loaded
 
 
 def parse_parameters(items: list[str], params_file: str | None) -> dict[str, Any]:
     parameters: dict[str, Any] = {}
     if params_file:
-        try:
-            loaded = json.loads(Path(params_file).read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--params {params_file}: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise UsageError(f"--params {params_file}: must hold a JSON object")
-        parameters.update(loaded)
+        parameters.update(_params_file(params_file, f"--params {params_file}"))
     for item in items:
+        if item.startswith("@"):
+            parameters.update(_params_file(item[1:], item))
+            continue
         name, sep, raw = item.partition("=")
         if not sep:
             raise UsageError(f"{item}: parameters are name=text or name:=JSON")
@@ -96,15 +109,18 @@ def build_request(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     return job, params
 
 
-def print_result(job: dict[str, Any], *, explain: bool, out: IO[str]) -> None:
+def was_reused(job: dict[str, Any]) -> bool:
     explanation = job.get("reuse_explanation") or {}
-    if explanation.get("candidates") is not None:
-        outcome = "reused" if explanation.get("reused") else "new"
-    else:
-        outcome = "new"
-    print(f"{job['uuid']}  {job['state']}  {outcome}", file=out)
+    return explanation.get("candidates") is not None and bool(explanation.get("reused"))
+
+
+def print_result(job: dict[str, Any], *, explain: bool, out: IO[str]) -> None:
+    look = Output(out)
+    outcome = look.paint("reused", GREEN) if was_reused(job) else look.paint("new", DIM)
+    print(f"{job['uuid']}  {look.state(job['state'])}  {outcome}", file=out)
     if not explain:
         return
+    explanation = job.get("reuse_explanation") or {}
     print(f"  commit:  {job['script_version']} ({job.get('supplied_script_version')})", file=out)
     if job.get("docker_image_locator"):
         print(f"  image:   {job['docker_image_locator']}", file=out)
@@ -123,29 +139,37 @@ def print_result(job: dict[str, Any], *, explain: bool, out: IO[str]) -> None:
     print(f"  candidates with the same parameters: {len(candidates)}", file=out)
     for candidate in candidates:
         print(
-            f"    {candidate['uuid']}  {candidate['state']:<9}  {candidate['decision']}: "
+            f"    {candidate['uuid']}  {look.state(candidate['state'])}"
+            f"{' ' * (9 - len(str(candidate['state'])))}  {candidate['decision']}: "
             f"{candidate['reason']}",
             file=out,
         )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    try:
+    def body() -> int:
         job, params = build_request(args)
         client = ApiClient.from_env()
         result = client.call("POST", "jobs", query=params, body={"job": job})
-    except UsageError as exc:
-        print(f"crunch submit: {exc}", file=sys.stderr)
-        return 1
-    except ClientError as exc:
-        print(f"crunch submit: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        print()
-    else:
-        print_result(result, explain=args.explain, out=sys.stdout)
-    return 0
+        if args.json:
+            print_json(result, compact=args.follow)
+        else:
+            print_result(result, explain=args.explain, out=sys.stdout)
+            sys.stdout.flush()
+        if not args.follow:
+            return 0
+        # A new job's log from its first line; a reused one's recent lines, like tail -f.
+        since = None if was_reused(result) else 0
+        view = LogView(json_mode=args.json)
+        outcome = follow_log(client, result["uuid"], view, since=since, follow=True)
+        if outcome.cannot_run:
+            print(
+                f"crunch submit: {result['uuid']} cannot be placed: {outcome.cannot_run}",
+                file=sys.stderr,
+            )
+        return outcome.exit_code
+
+    return run_command("submit", body)
 
 
 def add_parsers(sub: Any) -> None:
@@ -153,7 +177,7 @@ def add_parsers(sub: Any) -> None:
     submit.add_argument("--repository", required=True, help="e.g. active/foo, or a git URL")
     submit.add_argument("--script", required=True, help="a file in crunch_scripts/")
     submit.add_argument("--version", default="HEAD", help="branch, tag or commit (default HEAD)")
-    submit.add_argument("parameters", nargs="*", metavar="NAME=TEXT|NAME:=JSON")
+    submit.add_argument("parameters", nargs="*", metavar="NAME=TEXT|NAME:=JSON|@FILE.json")
     submit.add_argument("--params", metavar="FILE.json", help="parameters from a JSON object")
     submit.add_argument("--image", metavar="IMAGE", help="Docker image: repo[:tag], hash or PDH")
     submit.add_argument("--priority", type=int)
@@ -185,6 +209,12 @@ def add_parsers(sub: Any) -> None:
     )
     submit.add_argument(
         "--explain", action="store_true", help="say why each candidate was or was not reused"
+    )
+    submit.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="then follow the job's log until it ends (exit 2 if it fails)",
     )
     submit.add_argument("--json", action="store_true", help="print the job as JSON")
     submit.set_defaults(func=cmd_submit)
