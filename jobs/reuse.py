@@ -12,7 +12,8 @@ submitted job) are translated (`in git` → commit lists, `in docker` → image 
 
 Beyond the original: identical concurrent submissions are serialised on a lock keyed by
 (repository, script, parameters digest), so they get one job; and `explain` says, candidate
-by candidate, the first reason it was or was not reused. Where the legacy form cannot
+by candidate, the first reason it was or was not reused; and each reuse is recorded
+(`JobReuse`: which job, for whom, for which submission). Where the legacy form cannot
 resolve what the submission names (its script_version, Quirk 7; likewise its Docker image
 or SDK version), the request fails as creating the job would, instead of dropping the
 constraint and reusing a job that does not satisfy it.
@@ -32,11 +33,12 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from jobs import docker, git
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
-from jobs.models import Job, JobState, User
+from jobs.models import Job, JobReuse, JobState, User
 from jobs.selectors import readable_pdhs, restrict_readable
 from jobs.services.jobs import REQUIRED_ATTRIBUTES, SERVICE, parameters_digest
 from jobs.services.objects import Actor
@@ -496,6 +498,23 @@ class Submission:
     explanation: dict[str, Any] | None = None
 
 
+def reuse_record(
+    *, job: Job, actor: Actor, attrs: dict[str, Any], filters: list[Any] | None
+) -> None:
+    """Write down that `job` was handed back for a submission: one INSERT, the only write
+    on the reuse path. Nothing about the job itself changes when it is reused, so this row
+    is the only trace of it (the operator's "reused" filter and the job's reuse events)."""
+    supplied = attrs.get("script_version")
+    JobReuse.objects.create(
+        job_uuid=job.uuid,
+        reused_by_user_uuid=actor.user.uuid,
+        reused_by_client_uuid=actor.client_uuid,
+        created_at=timezone.now(),
+        supplied_script_version=supplied[:255] if isinstance(supplied, str) else None,
+        filters=filters or None,
+    )
+
+
 def require_attributes(attrs: dict[str, Any]) -> None:
     """§3.1 step 1 (before anything else about the request is looked at): the first of
     repository, script, script_version, script_parameters that is missing or null."""
@@ -590,6 +609,7 @@ def job_submit(
     if not explain and not log.isEnabledFor(logging.DEBUG):
         chosen, _ = select(search(), user=user)
         if chosen is not None:
+            reuse_record(job=chosen, actor=actor, attrs=attrs, filters=filters)
             return Submission(chosen, True, None)
     with identity_lock(
         repository=str(attrs.get("repository")), script=str(attrs.get("script")), digest=digest
@@ -612,6 +632,7 @@ def job_submit(
                 json.dumps(explanation, default=str),
             )
         if chosen is not None:
+            reuse_record(job=chosen, actor=actor, attrs=attrs, filters=filters)
             return Submission(chosen, True, explanation if explain else None)
         job = SERVICE.create(actor=actor, attrs=attrs)
         if explanation is not None:

@@ -5,6 +5,7 @@ from jobs.models.links import PERMISSION_LEVELS, Link
 from jobs.models.logs import LogChunk
 from jobs.models.nodes import Node
 from jobs.models.repositories import Repository
+from jobs.models.reuses import JobReuse
 from jobs.models.users import ApiClientAuthorization, Group, User
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Collection",
     "Group",
     "Job",
+    "JobReuse",
     "JobState",
     "Link",
     "LogChunk",

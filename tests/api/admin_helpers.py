@@ -1,0 +1,87 @@
+"""Data for the admin tests: jobs, nodes and log chunks written straight to the database
+(the admin shows whatever state they are in), and a hosted repository for requeueing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from django.utils import timezone
+
+from jobs import git
+from jobs.models import Job, LogChunk, Node
+from jobs.services.jobs import parameters_digest
+from tests.git_helpers import Example, build_example, in_bare
+
+PASSWORD = "correct horse battery staple"
+
+
+def with_password(user: Any) -> Any:
+    user.set_password(PASSWORD)
+    user.save()
+    return user
+
+
+def make_job(
+    owner: Any,
+    *,
+    state: str = "Queued",
+    age: dt.timedelta = dt.timedelta(minutes=1),
+    repository: str = "active/foo",
+    script: str = "hash",
+    parameters: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Job:
+    """A job row created `age` ago."""
+    created = extra.pop("created_at", None) or timezone.now() - age
+    parameters = {} if parameters is None else parameters
+    return Job.objects.create(
+        uuid=Job.new_uuid(),
+        owner_uuid=owner.uuid,
+        created_at=created,
+        modified_at=created,
+        repository=repository,
+        script=script,
+        script_version=extra.pop("script_version", "a" * 40),
+        supplied_script_version=extra.pop("supplied_script_version", "main"),
+        script_parameters=parameters,
+        script_parameters_digest=parameters_digest(parameters),
+        state=state,
+        running=state == "Running",
+        success={"Complete": True, "Failed": False, "Cancelled": False}.get(state),
+        **extra,
+    )
+
+
+def make_node(hostname: str, *, alive: bool = True, concurrency: int = 1, **info: Any) -> Node:
+    now = timezone.now()
+    seen = now if alive else now - dt.timedelta(hours=1)
+    return Node.objects.create(
+        uuid=Node.new_uuid(),
+        owner_uuid="zzzzz-tpzed-000000000000000",
+        created_at=now,
+        modified_at=now,
+        hostname=hostname,
+        first_ping_at=seen,
+        last_ping_at=seen,
+        info={"cores": 4, "ram_mb": 8192, "labels": [], "concurrency": concurrency, **info},
+    )
+
+
+def log_lines(job: Job, lines: list[str], *, start: int = 0) -> None:
+    """One chunk per line, numbered from `start`."""
+    for offset, line in enumerate(lines):
+        LogChunk.objects.create(
+            job_uuid=job.uuid, seq=start + offset, text=f"{line}\n", created_at=timezone.now()
+        )
+
+
+def hosted_foo(api: Any, token: str, tmp_path: Path) -> Example:
+    """`active/foo` holding the spec's example history (master = C3), HEAD at b1."""
+    repo = api.ok("POST", "repositories", body={"repository": {"name": "active/foo"}}, token=token)
+    example = build_example(tmp_path / "example")
+    bare = git.repository_path(repo["uuid"])
+    example.git("push", "-q", str(bare), "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*")
+    in_bare(example.env, bare, "symbolic-ref", "HEAD", "refs/heads/b1")
+    return example
