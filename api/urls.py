@@ -11,6 +11,7 @@ from api.collection_files import COLLECTION_FILES_ROUTE, collection_files
 from api.discovery import discovery_view
 from api.git_http import GIT_HTTP_ROUTE, git_http
 from api.keep import KEEP_BLOCK_ROUTE, keep_block
+from api.logstream import LOG_TAIL_FOLLOW_ROUTE, log_tail_follow
 from api.viewsets.resources import RESOURCE_VIEWSETS
 
 UUID = r"(?P<uuid>[^/]+)"
@@ -69,6 +70,9 @@ urlpatterns: list[Any] = [
     re_path(GIT_HTTP_ROUTE, git_http, name="git-http"),
     re_path(KEEP_BLOCK_ROUTE, keep_block, name="keep-block"),
     re_path(COLLECTION_FILES_ROUTE, collection_files, name="collection-files"),
+    # A streaming (asynchronous) response, outside the DRF viewset; described with its
+    # methods in the discovery document (api/viewsets/jobs.py).
+    re_path(LOG_TAIL_FOLLOW_ROUTE, log_tail_follow, name="jobs-log_tail_follow"),
 ]
 for _viewset in RESOURCE_VIEWSETS:
     urlpatterns += resource_routes(_viewset)

@@ -57,15 +57,25 @@ JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
     "lock": {},
     "queue": {"parameters": LIST_PARAMETERS, "response": {"$ref": "JobList"}},
     "queue_size": {"response": {}},
-    # Described ahead of its implementation (log following): until then it answers 404.
+    # Served by api/logstream.py (a streaming response, outside this viewset).
     "log_tail_follow": {
         "httpMethod": "GET",
         "path": "jobs/{uuid}/log_tail_follow",
-        "description": "Stream the job's log as plain text lines.",
+        "description": (
+            "Stream the job's log: with Accept: text/plain, text lines (queue status while "
+            "it waits, the tail of the log, live lines, a last line with the end state); "
+            "with Accept: text/event-stream, the same as Server-Sent Events."
+        ),
         "parameters": {
             "buffer_size": query_parameter(
                 INTEGER, "Bytes of earlier log to send first.", default="8192"
-            )
+            ),
+            "since": query_parameter(
+                INTEGER, "Start at this log chunk number instead (0: the whole log)."
+            ),
+            "follow": query_parameter(
+                BOOLEAN, "false: send what is stored now and close.", default="true"
+            ),
         },
         # No "response": the SDK returns the raw bytes of the stream.
         "response": None,

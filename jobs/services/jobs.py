@@ -33,6 +33,7 @@ from jobs.selectors import object_by_uuid
 from jobs.services.objects import Actor, ResourceService
 from jobs.services.resources import register_service
 from jobs.uuids import is_uuid, system_user_uuid
+from jobs.wakeups import notify
 
 REQUIRED_ATTRIBUTES = ("repository", "script", "script_version", "script_parameters")
 # §2.13: values of these that look like Keep locators keep only hash and size.
@@ -364,6 +365,7 @@ class JobService(ResourceService):
                 setattr(job, name, before[name])
 
     def after_save(self, obj: Any, *, actor: Actor, creating: bool) -> None:
+        notify(obj.uuid)  # followers show state and queue position
         if creating and obj.state == JobState.QUEUED:
             from jobs.services.runs import dispatch_on_commit
 

@@ -25,6 +25,7 @@ from django.utils.module_loading import import_string
 
 from jobs.models import ApiClientAuthorization, Job, JobState, LogChunk, Node, User
 from jobs.services.tokens import system_user, token_create
+from jobs.wakeups import notify
 
 log = logging.getLogger("crunch.runs")
 
@@ -158,6 +159,7 @@ def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
         if claimed == 1:
             job = Job.objects.get(pk=pk)
             log.info("%s claimed %s", worker, job.uuid)
+            notify(job.uuid)
             return job
     return None
 
@@ -187,7 +189,11 @@ def job_token_revoke(*, token_uuid_or_secret: str) -> None:
 
 def job_log_append(*, job_uuid: str, seq: int, text: str) -> LogChunk:
     """Store one chunk of a job's log; `seq` numbers them from 0 without gaps."""
-    return LogChunk.objects.create(job_uuid=job_uuid, seq=seq, text=text, created_at=timezone.now())
+    chunk = LogChunk.objects.create(
+        job_uuid=job_uuid, seq=seq, text=text, created_at=timezone.now()
+    )
+    notify(job_uuid)
+    return chunk
 
 
 def job_log_note(*, job_uuid: str, message: str) -> None:
@@ -215,6 +221,7 @@ def job_log_note(*, job_uuid: str, message: str) -> None:
 def job_set_log(*, job_uuid: str, log_pdh: str) -> None:
     """Record the log collection of a job that has ended."""
     Job.objects.filter(uuid=job_uuid).update(log=log_pdh, modified_at=timezone.now())
+    notify(job_uuid)
 
 
 def job_log_text(*, job_uuid: str) -> str:
@@ -254,6 +261,7 @@ def job_finish(
         job.modified_at = now
         job.modified_by_user_uuid = system_user().uuid
         job.save()
+        notify(job.uuid)
     return job
 
 
@@ -340,6 +348,7 @@ def sweep() -> SweepReport | None:
                     status = f"no registered node can run this job: it needs {problems[0]}"
             if status != job.scheduling_status:
                 Job.objects.filter(pk=job.pk).update(scheduling_status=status)
+                notify(job.uuid)
                 if status:
                     job_log_note(job_uuid=job.uuid, message=status)
                     report.unplaceable.append(job.uuid)

@@ -1,0 +1,211 @@
+"""`log_tail_follow` in-process: content negotiation, parameters and errors, where the tail
+starts, and a finished job's stream (tests/crunch/test_log_follow.py follows live jobs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.utils import timezone
+
+from api.logstream import negotiate
+from jobs import follow
+from jobs.models import Job, LogChunk
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize(
+    ("accept", "kind"),
+    [
+        ("text/plain", "text"),
+        ("*/*", "text"),  # curl, and the Arvados SDK's raw methods
+        ("text/plain, application/json", "text"),  # the original's split on spaces missed this
+        ("application/json, text/plain;q=0.5", "json"),
+        ("text/*;q=0.9, application/json;q=0.1", "text"),
+        ("text/event-stream", "sse"),
+        ("text/event-stream;q=0.2, text/plain;q=0.8", "text"),
+        ("application/json", "json"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text"),
+        ("text/plain;q=0", "json"),
+        ("text/plain;q=nonsense", "json"),
+        ("", "json"),
+        (None, "json"),
+        ("image/png", "json"),
+    ],
+)
+def test_negotiate(accept: str | None, kind: str) -> None:
+    assert negotiate(accept) == kind
+
+
+def make_job(owner_uuid: str, **fields: Any) -> Job:
+    now = timezone.now()
+    return Job.objects.create(
+        uuid=Job.new_uuid(),
+        owner_uuid=owner_uuid,
+        created_at=now,
+        modified_at=now,
+        repository="active/foo",
+        script="hash",
+        script_version="a" * 40,
+        script_parameters={},
+        script_parameters_digest="99914b932bd37a50b983c5e7c90ae93b",
+        **({"state": "Queued"} | fields),
+    )
+
+
+def add_chunks(job: Job, texts: list[str]) -> None:
+    for seq, text in enumerate(texts):
+        LogChunk.objects.create(job_uuid=job.uuid, seq=seq, text=text, created_at=timezone.now())
+
+
+def stream(client: Any, job: Job, token: str, accept: str = "text/plain", **params: Any) -> Any:
+    return client.get(
+        f"/arvados/v1/jobs/{job.uuid}/log_tail_follow",
+        params,
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        HTTP_ACCEPT=accept,
+    )
+
+
+def body(response: Any) -> str:
+    async def read() -> bytes:
+        return b"".join([part async for part in response.streaming_content])
+
+    return async_to_sync(read)().decode()
+
+
+def finished(owner_uuid: str) -> Job:
+    now = timezone.now()
+    job = make_job(
+        owner_uuid,
+        state="Complete",
+        started_at=now,
+        finished_at=now,
+        running=False,
+        success=True,
+        output="d41d8cd98f00b204e9800998ecf8427e+0",
+        log="d41d8cd98f00b204e9800998ecf8427e+0",
+    )
+    add_chunks(job, ["line 0\nline 1\n", "line 2\nline 3\n", "line 4\n"])
+    return job
+
+
+def test_tail_start_is_a_line_boundary(active: tuple[Any, str]) -> None:
+    job = make_job(active[0].uuid)
+    add_chunks(job, ["aaaa\nbbbb\n", "cccc\ndddd\n", "eeee\n"])
+    # eeee\n is 5 bytes: 5 → that chunk, 6..10 → inside chunk 1, which starts at a line
+    assert follow.tail_start(job.uuid, 5) == (2, 0)
+    assert follow.tail_start(job.uuid, 6) == (2, 0)  # 1 byte of "dddd\n" is a partial line
+    assert follow.tail_start(job.uuid, 10) == (1, 5)  # exactly "dddd\n" + "eeee\n"
+    assert follow.tail_start(job.uuid, 14) == (1, 5)
+    assert follow.tail_start(job.uuid, 15) == (1, 0)
+    assert follow.tail_start(job.uuid, 10_000) == (0, 0)  # the whole log
+    assert follow.tail_start(job.uuid, 0) == (3, 0)  # live lines only
+    other = make_job(active[0].uuid)
+    assert follow.tail_start(other.uuid, 8192) == (0, 0)
+
+
+def test_tail_start_counts_bytes_not_characters(active: tuple[Any, str]) -> None:
+    job = make_job(active[0].uuid)
+    add_chunks(job, ["é1\né2\né3\n"])  # 4 bytes per line
+    assert follow.tail_start(job.uuid, 8) == (0, 3)  # "é2\né3\n": from character 3
+    assert follow.tail_start(job.uuid, 9) == (0, 3)
+    assert follow.tail_start(job.uuid, 7) == (0, 6)
+
+
+def test_chunks_wait_at_a_gap_until_the_job_is_sealed(active: tuple[Any, str]) -> None:
+    job = make_job(active[0].uuid)
+    for seq in (0, 1, 3):
+        LogChunk.objects.create(
+            job_uuid=job.uuid, seq=seq, text=f"{seq}\n", created_at=timezone.now()
+        )
+    assert [s for s, _ in follow.chunks_from(job.uuid, 0, sealed=False)] == [0, 1]
+    assert [s for s, _ in follow.chunks_from(job.uuid, 0, sealed=True)] == [0, 1, 3]
+
+
+def test_a_finished_job_streams_its_backlog_and_end_at_once(
+    client: Any, active: tuple[Any, str]
+) -> None:
+    job = finished(active[0].uuid)
+    response = stream(client, job, active[1], since=0)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    lines = body(response).splitlines()
+    assert lines[:5] == [f"line {n}" for n in range(5)]
+    assert lines[5].endswith(
+        f"job {job.uuid} Complete finished_at {job.finished_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+        f" output {job.output} log {job.log}"
+    )
+    assert len(lines) == 6
+    # The default tail is 8192 bytes: the whole of this short log.
+    assert body(stream(client, job, active[1])).splitlines() == lines
+    assert body(stream(client, job, active[1], buffer_size=7)).splitlines() == lines[4:]
+
+
+def test_event_stream_ids_and_last_event_id(client: Any, active: tuple[Any, str]) -> None:
+    job = finished(active[0].uuid)
+    text = body(stream(client, job, active[1], accept="text/event-stream", since=0))
+    assert text.startswith("retry: 2000\n\n")
+    assert "id: 0\ndata: line 0\ndata: line 1\n\nid: 1\ndata: line 2\ndata: line 3\n\n" in text
+    assert '\n\nevent: end\ndata: {"line": ' in text
+    resumed = body(
+        client.get(
+            f"/arvados/v1/jobs/{job.uuid}/log_tail_follow",
+            HTTP_AUTHORIZATION=f"Bearer {active[1]}",
+            HTTP_ACCEPT="text/event-stream",
+            HTTP_LAST_EVENT_ID="1",
+        )
+    )
+    assert "data: line 3" not in resumed
+    assert "id: 2\ndata: line 4\n\nevent: end" in resumed
+
+
+def test_follow_false_on_a_running_job_sends_what_is_there(
+    client: Any, active: tuple[Any, str]
+) -> None:
+    job = make_job(active[0].uuid, state="Running", started_at=timezone.now(), running=True)
+    add_chunks(job, ["line 0\n", "line 1\n"])
+    assert body(stream(client, job, active[1], since=1, follow="false")) == "line 1\n"
+
+
+def test_json_pointer_without_text(client: Any, active: tuple[Any, str]) -> None:
+    job = finished(active[0].uuid)
+    for accept in ("application/json", ""):
+        response = stream(client, job, active[1], accept=accept)
+        assert response.status_code == 200
+        answer = response.json()
+        assert answer["href"].endswith(f"/arvados/v1/jobs/{job.uuid}")
+        assert "Accept: text/plain" in answer["comment"]
+
+
+def test_errors(client: Any, active: tuple[Any, str], spectator: tuple[Any, str]) -> None:
+    job = finished(active[0].uuid)
+    url = f"/arvados/v1/jobs/{job.uuid}/log_tail_follow"
+    no_token = client.get(url, HTTP_ACCEPT="text/plain")
+    assert no_token.status_code == 401 and no_token.json()["errors"] == ["Not logged in"]
+    hidden = stream(client, job, spectator[1])
+    assert hidden.status_code == 404 and "error_token" in hidden.json()
+    missing = client.get(
+        "/arvados/v1/jobs/zzzzz-8i9sb-000000000000000/log_tail_follow",
+        HTTP_AUTHORIZATION=f"Bearer {active[1]}",
+    )
+    assert missing.status_code == 404
+    for params in (
+        {"buffer_size": "lots"},
+        {"buffer_size": "-1"},
+        {"since": "1e3"},
+        {"since": "-2"},
+    ):
+        bad = stream(client, job, active[1], **params)
+        assert bad.status_code == 422, params
+        assert bad.json()["errors"][0].startswith(next(iter(params)))
+    bad_header = client.get(
+        url,
+        HTTP_AUTHORIZATION=f"Bearer {active[1]}",
+        HTTP_ACCEPT="text/event-stream",
+        HTTP_LAST_EVENT_ID="x; rm -rf /",
+    )
+    assert bad_header.status_code == 422
+    assert client.delete(url, HTTP_AUTHORIZATION=f"Bearer {active[1]}").status_code == 404
