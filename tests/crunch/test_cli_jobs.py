@@ -1,0 +1,303 @@
+"""The `crunch` job commands as users run them, against a real stack (`crunch serve` and a
+`crunch worker`, tests/crunch/stack.py): get, list, queue, cancel, whoami, submit and logs,
+in their plain, terminal and JSON forms, with their exit codes.
+
+Most calls go through `crunch.cli.main` in this process (stdout captured, so not a
+terminal); the terminal form runs the real entry point under a pseudo-terminal. The CLI is
+the same on both kinds of stack, so these use the embedded one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crunch.cli import main
+from tests.crunch.stack import ROOT, Stack, running_stack
+
+SCRIPTS = {
+    "count": """#!/bin/sh
+i=1
+while [ "$i" -le "${JOB_PARAMETER_N:-3}" ]; do
+  echo "line $i"
+  i=$((i + 1))
+  sleep "${JOB_PARAMETER_PAUSE:-0}"
+done
+""",
+    "fail": """#!/bin/sh
+echo "about to fail"
+exit 3
+""",
+}
+
+ANSI = re.compile(r"\x1b\[")
+UNPLACEABLE = {"runtime_constraints": {"min_ram_mb_per_node": 10**9}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack("embedded", tmp_path_factory.mktemp("cli-stack"), SCRIPTS) as running:
+        yield running
+
+
+class Cli:
+    """`crunch ...` in this process, as alice against the stack."""
+
+    def __init__(self, stack: Stack, capsys: Any) -> None:
+        self.stack = stack
+        self.capsys = capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = self.capsys.readouterr()
+        assert "Traceback" not in err, err
+        return code, out, err
+
+    def submit(self, script: str, *args: str) -> str:
+        base = ["submit", "--repository", self.stack.repo, "--version", "main"]
+        code, out, err = self(*base, "--script", script, *args)
+        assert code == 0, err
+        return out.split()[0]
+
+
+@pytest.fixture
+def cli(stack: Stack, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    monkeypatch.setenv("ARVADOS_API_HOST", stack.url)
+    monkeypatch.setenv("ARVADOS_API_TOKEN", stack.token)
+    for name in ("FORCE_COLOR", "NO_COLOR", "ARVADOS_API_HOST_INSECURE"):
+        monkeypatch.delenv(name, raising=False)
+    return Cli(stack, capsys)
+
+
+def queued_unplaceable(stack: Stack, **params: Any) -> str:
+    """A job no node can run (it asks for a petabyte of memory): it stays Queued."""
+    job = stack.submit("count", params, job=dict(UNPLACEABLE))
+    return str(job["uuid"])
+
+
+# --- get, list, queue, cancel, whoami -------------------------------------------------------
+
+
+def test_whoami(cli: Cli, stack: Stack) -> None:
+    code, out, _ = cli("whoami")
+    assert code == 0
+    fields = dict(line.split(":", 1) for line in out.splitlines())
+    assert fields["username"].strip() == "alice"
+    assert fields["admin"].strip() == "no"
+    assert fields["api host"].strip() == stack.url
+    assert re.fullmatch(r"zzzzz-tpzed-[a-z0-9]{15}", fields["uuid"].strip())
+    code, out, _ = cli("whoami", "--json")
+    user = json.loads(out)
+    assert (code, user["username"], user["is_admin"]) == (0, "alice", False)
+    assert user["uuid"] == fields["uuid"].strip() and user["api_host"] == stack.url
+
+
+def test_get_a_job_plain_json_and_errors(cli: Cli, stack: Stack, tmp_path: Path) -> None:
+    uuid = cli.submit("count", "n:=2", "label=get")
+    job = stack.wait(uuid)
+    code, out, _ = cli("get", uuid)
+    assert code == 0
+    fields = {k: v.strip() for k, v in (line.split(":", 1) for line in out.splitlines())}
+    assert fields["uuid"] == uuid and fields["state"] == "Complete"
+    assert fields["script"] == "count" and fields["repository"] == stack.repo
+    assert fields["version"] == f"{job['script_version']} (main)"
+    assert json.loads(fields["parameters"]) == {"label": "get", "n": 2}
+    assert fields["created"] == job["created_at"] and fields["log"] == job["log"]
+    assert fields["output"] == job["output"]
+    code, out, _ = cli("get", uuid, "--json")
+    assert code == 0 and json.loads(out) == job
+    # a failed job is shown like any other: the command worked
+    failed = cli.submit("fail")
+    stack.wait(failed)
+    code, out, _ = cli("get", failed)
+    assert code == 0 and re.search(r"^state:\s+Failed$", out, re.M)
+    # unknown, malformed, and a job with a DEST
+    code, out, err = cli("get", "zzzzz-8i9sb-000000000000000")
+    assert (code, out) == (1, "") and "404" in err
+    code, _, err = cli("get", uuid, "dest")
+    assert code == 1 and "is a job" in err
+    # a collection still goes to a DEST
+    code, out, err = cli("get", job["output"], str(tmp_path / "copy"))
+    assert (code, out) == (0, ""), err
+
+
+def test_put_ls_get_and_keepdocker_in_json(cli: Cli, tmp_path: Path) -> None:
+    from tests.crunch.test_docker_submit_cli import image_archive
+
+    source = tmp_path / "data"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_text("alpha\n")
+    (source / "sub" / "b.txt").write_text("beta beta\n")
+    code, out, _ = cli("put", "--json", str(source))
+    collection = json.loads(out)
+    pdh = collection["portable_data_hash"]
+    assert code == 0 and collection["uuid"].startswith("zzzzz-4zz18-")
+    code, out, _ = cli("put", str(source))
+    assert (code, out) == (0, f"{pdh}\n")
+    code, out, _ = cli("ls", "--json", pdh)
+    assert json.loads(out) == [
+        {"path": "./data/a.txt", "size": 6},
+        {"path": "./data/sub/b.txt", "size": 10},
+    ]
+    code, out, _ = cli("get", "--json", f"{pdh}/data", str(tmp_path / "back"))
+    assert code == 0 and json.loads(out) == {
+        "source": f"{pdh}/data",
+        "destination": str(tmp_path / "back"),
+        "files": [
+            {"path": str(tmp_path / "back" / "a.txt"), "size": 6},
+            {"path": str(tmp_path / "back" / "sub" / "b.txt"), "size": 10},
+        ],
+    }
+    assert (tmp_path / "back" / "sub" / "b.txt").read_text() == "beta beta\n"
+    archive = tmp_path / "image.tar"
+    image_id = image_archive(
+        archive, repo_tag="lab/json:v1", created="2026-01-02T03:04:05Z", content=b"json\n"
+    )
+    code, out, err = cli("keepdocker", "--json", str(archive))
+    assert code == 0, err
+    image = json.loads(out)
+    assert image["uuid"].startswith("zzzzz-4zz18-")
+    code, out, _ = cli("ls", image["portable_data_hash"])
+    assert out == f"./sha256:{image_id}.tar\n"
+
+
+def test_list_newest_first_with_filters_state_limit_and_order(cli: Cli, stack: Stack) -> None:
+    first = cli.submit("count", "n:=1", "label=list-a")
+    second = cli.submit("fail", "label=list-b")
+    stack.wait(first)
+    stack.wait(second)
+    code, out, _ = cli("list")
+    assert code == 0 and not ANSI.search(out)
+    rows = [line.split() for line in out.splitlines()]
+    assert all(len(row) == 7 for row in rows), out  # parseable: one token per column
+    uuids = [row[0] for row in rows]
+    assert uuids.index(second) < uuids.index(first)
+    assert rows[uuids.index(second)][1:4] == ["Failed", "fail", stack.repo]
+    code, out, _ = cli("list", "--state", "failed", "--limit", "50")
+    assert code == 0 and {line.split()[1] for line in out.splitlines()} == {"Failed"}
+    assert second in out and first not in out
+    code, out, _ = cli(
+        "list",
+        "--filter",
+        '["script","=","count"]',
+        "--filter",
+        f'["uuid","<=","{first}"]',
+        "--limit",
+        "1000",
+    )
+    rows = [line.split() for line in out.splitlines()]
+    assert first in [row[0] for row in rows] and {row[2] for row in rows} == {"count"}
+    code, out, _ = cli("list", "--filter", f'["uuid","=","{first}"]')
+    assert [line.split()[0] for line in out.splitlines()] == [first]
+    code, out, _ = cli("list", "--limit", "1", "--order", "created_at asc", "--json")
+    answer = json.loads(out)
+    assert code == 0 and len(answer["items"]) == 1 and answer["items_available"] >= 2
+    oldest = min(
+        (j for j in stack.call("GET", "jobs", params={"limit": 1000})["items"]),
+        key=lambda j: j["created_at"],
+    )
+    assert answer["items"][0]["uuid"] == oldest["uuid"]
+    code, _, err = cli("list", "--filter", '["no_such_attribute","=","x"]')
+    assert code == 1 and "no_such_attribute" in err
+
+
+def test_queue_in_run_order_and_cancel(cli: Cli, stack: Stack) -> None:
+    low = queued_unplaceable(stack, label="queue-low")
+    high = stack.submit("count", {"label": "queue-high"}, job={**UNPLACEABLE, "priority": 5})[
+        "uuid"
+    ]
+    try:
+        code, out, _ = cli("queue")
+        assert code == 0 and not ANSI.search(out)
+        rows = [line.split(None, 6) for line in out.splitlines()]
+        order = [row[1] for row in rows]
+        assert order.index(high) < order.index(low)
+        assert [row[0] for row in rows] == [str(n) for n in range(1, len(rows) + 1)]
+        assert rows[order.index(high)][2] == "5"
+        code, out, _ = cli("queue", "--json")
+        items = json.loads(out)["items"]
+        assert [j["uuid"] for j in items] == order
+        assert all(j["state"] == "Queued" for j in items)
+    finally:
+        code, out, err = cli("cancel", low, high)
+    assert code == 0, err
+    assert out.splitlines() == [f"{low}  Cancelled", f"{high}  Cancelled"]
+    code, out, _ = cli("queue")
+    assert low not in out and high not in out
+    # cancelling a failed job is refused (exit 1); the other one is still cancelled
+    failed = stack.wait(cli.submit("fail", "label=queue-failed"))["uuid"]
+    third = queued_unplaceable(stack, label="queue-third")
+    code, out, err = cli("cancel", failed, third, "--json")
+    assert code == 1 and f"crunch cancel: {failed}: " in err
+    assert [j["uuid"] for j in json.loads(out)] == [third]
+    assert stack.call("GET", f"jobs/{third}")["state"] == "Cancelled"
+
+
+# --- what a terminal shows, and what a pipe gets -------------------------------------------
+
+
+def in_terminal(stack: Stack, *argv: str, **env: str) -> tuple[int, str]:
+    """The real `crunch` entry point with a pseudo-terminal as stdin, stdout and stderr."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    environ |= {"ARVADOS_API_HOST": stack.url, "ARVADOS_API_TOKEN": stack.token, "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crunch.cli", *argv],
+        cwd=ROOT,
+        env=environ | env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        close_fds=True,
+    )
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 1)
+        if not ready:
+            if process.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not data:
+            break
+        output += data
+    os.close(controller)
+    return process.wait(timeout=30), output.decode()
+
+
+def test_colour_on_a_terminal_plain_text_in_a_pipe(cli: Cli, stack: Stack) -> None:
+    uuid = cli.submit("fail", "label=colours")
+    stack.wait(uuid)
+    code, shown = in_terminal(stack, "list", "--limit", "100")
+    assert code == 0
+    assert "\x1b[31mFailed\x1b[0m" in shown  # Failed in red
+    assert "\x1b[1mUUID" in shown  # a bold header
+    assert re.search(r"(just now|\d+ s ago|\d+ min ago)", shown)
+    code, shown = in_terminal(stack, "list", "--limit", "100", NO_COLOR="1")
+    assert code == 0 and not ANSI.search(shown) and "UUID" in shown and " ago" in shown
+    piped = stack.crunch("list", "--limit", "100")
+    assert piped.returncode == 0 and not ANSI.search(piped.stdout + piped.stderr)
+    assert uuid in piped.stdout and "UUID" not in piped.stdout and " ago" not in piped.stdout
+    job_view = stack.crunch("get", uuid)
+    assert job_view.returncode == 0 and not ANSI.search(job_view.stdout)
