@@ -44,11 +44,12 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -172,7 +173,9 @@ def log_tail_follow(request: HttpRequest, uuid: str) -> HttpResponseBase:
         ),
     )
     fmt: Format = EventFormat(uuid) if kind == "sse" else TextFormat(uuid)
-    stream = follow_log(uuid, start, fmt, follow=follow_on)
+    stream: Any = follow_log(uuid, start, fmt, follow=follow_on)
+    if not isinstance(request, ASGIRequest):
+        stream = _synchronous(stream)  # WSGI (tests' live server): a thread per follower
     # Django would keep this thread's connection until the response ends (the stream may
     # last hours): give it back now; the stream reads with connections of its own.
     connections.close_all()
@@ -181,6 +184,21 @@ def log_tail_follow(request: HttpRequest, uuid: str) -> HttpResponseBase:
     response["X-Accel-Buffering"] = "no"  # nginx: pass lines on as they come
     response["Last-Modified"] = http_date()
     return response
+
+
+def _synchronous(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
+    """The stream on an event loop of its own, part by part (Django would otherwise read an
+    asynchronous stream to its end before sending anything under WSGI)."""
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(anext(stream))
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(stream.aclose())  # type: ignore[attr-defined]
+        loop.close()
 
 
 # --- formats --------------------------------------------------------------------------------

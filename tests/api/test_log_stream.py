@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from api.logstream import negotiate
@@ -70,10 +69,7 @@ def stream(client: Any, job: Job, token: str, accept: str = "text/plain", **para
 
 
 def body(response: Any) -> str:
-    async def read() -> bytes:
-        return b"".join([part async for part in response.streaming_content])
-
-    return async_to_sync(read)().decode()
+    return b"".join(response.streaming_content).decode()
 
 
 def finished(owner_uuid: str) -> Job:

@@ -133,3 +133,41 @@ def test_list_with_in_git_and_in_docker(w: World, sdk: Callable[[str], Any]) -> 
     assert listed([["docker_image_locator", "not in docker", "arvados/jobs"]]) == [plain["uuid"]]
     both = [FOO, HASH, ["script_version", "in git", w.c1], *in_docker]
     assert listed(both) == [ran_old["uuid"], ran_new["uuid"]]
+
+
+def test_log_tail_follow_returns_the_stream_as_bytes(
+    sdk: Callable[[str], Any], active: Any
+) -> None:
+    """The SDK's log_tail_follow has no response schema: it sends Accept: */* and returns the
+    raw bytes, here a finished job's log and its end line."""
+    from django.utils import timezone
+
+    from jobs.models import Job, LogChunk
+
+    user, token = active
+    now = timezone.now()
+    job = Job.objects.create(
+        uuid=Job.new_uuid(),
+        owner_uuid=user.uuid,
+        created_at=now,
+        modified_at=now,
+        started_at=now,
+        finished_at=now,
+        repository="active/foo",
+        script="hash",
+        script_version="a" * 40,
+        script_parameters={},
+        script_parameters_digest="99914b932bd37a50b983c5e7c90ae93b",
+        state="Failed",
+        running=False,
+        success=False,
+    )
+    for seq, text in enumerate(["first line\nsecond line\n", "third line\n"]):
+        LogChunk.objects.create(job_uuid=job.uuid, seq=seq, text=text, created_at=now)
+    whole = sdk(token).jobs().log_tail_follow(uuid=job.uuid).execute()
+    assert isinstance(whole, bytes)
+    lines = whole.decode().splitlines()
+    assert lines[:3] == ["first line", "second line", "third line"]
+    assert f"job {job.uuid} Failed finished_at " in lines[3] and len(lines) == 4
+    tail = sdk(token).jobs().log_tail_follow(uuid=job.uuid, buffer_size=15).execute()
+    assert tail.decode().splitlines()[0] == "third line"

@@ -38,7 +38,10 @@ def stack(
 ) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp(f"follow-{request.param}")
     # No worker yet: the first test follows a job while it is queued, then starts one.
-    with running_stack(request.param, Path(work), SCRIPTS, workers=0) as running:
+    quick_sweeps = {"CRUNCH_SWEEP_SECONDS": "1", "CRUNCH_WORKER_HEARTBEAT": "1"}
+    with running_stack(
+        request.param, Path(work), SCRIPTS, workers=0, extra_env=quick_sweeps
+    ) as running:
         yield running
 
 
@@ -204,6 +207,36 @@ def test_followers_joining_while_the_job_ends_all_get_the_end(stack: Stack) -> N
         if got:
             assert got == list(range(got[0], 3000)), (got[:3], got[-3:])
         assert sum(1 for line in lines if is_end(line, uuid)) == 1
+
+
+def test_a_job_no_node_can_run_says_why_then_ends_when_cancelled(stack: Stack) -> None:
+    ensure_worker(stack)
+    job = stack.submit(
+        "count",
+        {"N": "1", "tag": "huge"},
+        job={"runtime_constraints": {"min_cores_per_node": 4096}},
+    )
+    uuid = job["uuid"]
+    response = open_stream(stack, uuid, accept="text/event-stream")
+    notes = []
+    for event in sse_events(response):
+        if "id" in event:  # the sweeper also says it in the log
+            notes += event["data"]
+            continue
+        assert event.get("event") == "status", event
+        status = json.loads(event["data"][0])
+        assert status["state"] == "Queued" and status["queue_size"] >= 1
+        if status["cannot_run"]:
+            break
+    response.close()
+    assert "min_cores_per_node 4096" in status["cannot_run"]
+    assert all("no registered node can run this job" in note for note in notes)
+    assert status["line"].endswith(f"nodes_alloc 0 cannot_run: {status['cannot_run']}")
+    assert status["nodes_idle"] == 1
+    stack.call("POST", f"jobs/{uuid}/cancel")
+    lines = open_stream(stack, uuid).text.splitlines()
+    assert is_end(lines[-1], uuid) and f"job {uuid} Cancelled finished_at - " in lines[-1]
+    assert any("no registered node can run this job" in line for line in lines[:-1])
 
 
 def test_two_hundred_followers_while_the_api_stays_responsive(

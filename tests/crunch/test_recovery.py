@@ -13,12 +13,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.crunch.stack import STACK_KINDS, Stack, running_stack
 from tests.keep_server import free_port
@@ -29,6 +31,7 @@ SCRIPTS = {
     "hello": '#!/bin/sh\necho "$JOB_PARAMETER_NAME" > "$CRUNCH_OUTPUT/out.txt"\n',
     "sleepy": '#!/bin/sh\necho $$ > "$JOB_PARAMETER_PIDFILE"\necho sleeping\nexec sleep 300\n',
     "pause": "#!/bin/sh\nsleep 3\n",
+    "drip": '#!/bin/sh\nfor i in $(seq 0 79); do echo "line $i"; sleep 0.05; done\n',
 }
 FAST = {
     "CRUNCH_WORKER_HEARTBEAT": "1",
@@ -179,3 +182,34 @@ def test_stopping_redis_loses_no_queued_job(recovery: Recovery) -> None:
         assert done["state"] == "Complete", done
         name = stack.file(done["output"], "out.txt").decode().strip()
         assert name.startswith("while-down-")
+
+
+def test_a_follower_loses_no_line_while_redis_is_away(recovery: Recovery) -> None:
+    """Redis only wakes followers: while it is down they poll the log, and the stream stays
+    complete."""
+    stack = recovery.stack
+    if recovery.redis is None:
+        pytest.skip("the embedded stack has no Redis to stop")
+    stack.start_worker("steady")
+    job = stack.submit("drip", {})
+    stack.wait(job["uuid"], states=("Running",))
+    response = requests.get(
+        f"{stack.url}/arvados/v1/jobs/{job['uuid']}/log_tail_follow?since=0",
+        headers={"Authorization": f"Bearer {stack.token}", "Accept": "text/plain"},
+        stream=True,
+        timeout=120,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(response.iter_lines(decode_unicode=True)), daemon=True
+    )
+    reader.start()
+    time.sleep(0.5)
+    recovery.redis.stop()
+    time.sleep(2)
+    recovery.redis.start()
+    reader.join(120)
+    assert not reader.is_alive()
+    numbered = [int(line.split()[1]) for line in lines if line.startswith("line ")]
+    assert numbered == list(range(80))
+    assert f"job {job['uuid']} Complete finished_at" in lines[-1], lines[-3:]
