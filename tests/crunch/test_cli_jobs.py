@@ -13,8 +13,10 @@ import json
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,3 +303,175 @@ def test_colour_on_a_terminal_plain_text_in_a_pipe(cli: Cli, stack: Stack) -> No
     assert uuid in piped.stdout and "UUID" not in piped.stdout and " ago" not in piped.stdout
     job_view = stack.crunch("get", uuid)
     assert job_view.returncode == 0 and not ANSI.search(job_view.stdout)
+
+
+# --- following logs --------------------------------------------------------------------------
+
+
+def log_lines(out: str) -> list[str]:
+    """The script's own lines in a followed log (crunch adds stamped lines of its own)."""
+    return [line for line in out.splitlines() if re.fullmatch(r"line \d+|about to fail", line)]
+
+
+def test_submit_follow_exits_with_the_jobs_state(cli: Cli, stack: Stack) -> None:
+    base = ["--follow", "--find-or-create", "n:=5", "pause:=0.1", "label=follow"]
+    code, out, err = cli(
+        "submit", "--repository", stack.repo, "--version", "main", "--script", "count", *base
+    )
+    assert code == 0, err
+    first, *rest = out.splitlines()
+    uuid, state, outcome = first.split()
+    assert (state, outcome) == ("Queued", "new")
+    assert log_lines("\n".join(rest)) == [f"line {n}" for n in range(1, 6)]
+    assert re.search(rf"job {uuid} Complete finished_at \S+ output \S+ log \S+", err)
+    assert stack.call("GET", f"jobs/{uuid}")["state"] == "Complete"
+    # the same again is reused, already finished: its log and end state at once, exit 0
+    code, out, err = cli(
+        "submit", "--repository", stack.repo, "--version", "main", "--script", "count", *base
+    )
+    assert code == 0 and out.splitlines()[0].split() == [uuid, "Complete", "reused"]
+    assert log_lines(out) == [f"line {n}" for n in range(1, 6)]
+    assert f"job {uuid} Complete" in err
+    # a failing job: its log, then exit 2
+    code, out, err = cli(
+        "submit", "--repository", stack.repo, "--version", "main", "--script", "fail", "-f"
+    )
+    assert code == 2 and log_lines(out) == ["about to fail"]
+    assert re.search(r"job \S+ Failed finished_at", err)
+
+
+def test_logs_whole_follow_since_and_json(cli: Cli, stack: Stack) -> None:
+    uuid = cli.submit("count", "n:=6", "label=logs")
+    code, out, err = cli("logs", "--follow", uuid)
+    assert code == 0, err
+    assert log_lines(out) == [f"line {n}" for n in range(1, 7)]
+    assert f"job {uuid} Complete" in err
+    # without --follow: the whole log, exit 0 whatever the state
+    code, whole, err = cli("logs", uuid)
+    assert code == 0 and whole == out and f"job {uuid} Complete" in err
+    failed = stack.wait(cli.submit("fail", "label=logs-failed"))["uuid"]
+    code, out, _ = cli("logs", failed)
+    assert code == 0 and log_lines(out) == ["about to fail"]
+    code, out, _ = cli("logs", "-f", failed)
+    assert code == 2 and log_lines(out) == ["about to fail"]
+    # --json: one object per event, chunks numbered in order, the end last
+    code, out, _ = cli("logs", "--json", "--all", uuid)
+    events = [json.loads(line) for line in out.splitlines()]
+    chunks = [e for e in events if e["event"] == "log"]
+    assert [e["id"] for e in chunks] == sorted(e["id"] for e in chunks)
+    assert log_lines("\n".join(x for e in chunks for x in e["lines"])) == log_lines(whole)
+    assert events[-1]["event"] == "end" and events[-1]["state"] == "Complete"
+    assert events[-1]["uuid"] == uuid
+    # --since N: from chunk N on
+    middle = next(e for e in chunks if "line 3" in e["lines"])
+    code, out, _ = cli("logs", "--follow", "--since", str(middle["id"]), uuid)
+    later = [x for e in chunks if e["id"] >= middle["id"] for x in e["lines"]]
+    assert code == 0 and out.splitlines() == later
+    # unknown job
+    code, out, err = cli("logs", "-f", "zzzzz-8i9sb-000000000000000")
+    assert (code, out) == (1, "") and "404" in err
+
+
+def test_follow_of_a_job_that_cannot_be_placed_exits_2(cli: Cli, stack: Stack) -> None:
+    uuid = queued_unplaceable(stack, label="unplaceable")
+    try:
+        code, out, err = cli("logs", "--follow", uuid)
+        assert code == 2 and log_lines(out) == []
+        assert f"crunch logs: {uuid} cannot be placed: no registered node can run" in err
+        assert "min_ram_mb_per_node" in err
+    finally:
+        stack.call("POST", f"jobs/{uuid}/cancel")
+
+
+class CuttingProxy:
+    """A TCP proxy to the stack that cuts the first connection whose answer contains
+    `marker`, just after it (in the middle of an event), and passes others through. With no
+    marker, it closes every connection at once. `requests` holds what each client sent."""
+
+    def __init__(self, port: int, marker: bytes | None) -> None:
+        self.target = port
+        self.marker = marker
+        self.cut = False
+        self.requests: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.marker is None:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.requests.append(b"")
+            number = len(self.requests) - 1
+            for args in ((client, upstream, number), (upstream, client, None)):
+                threading.Thread(target=self._pipe, args=args, daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, request: int | None) -> None:
+        seen = b""
+        try:
+            while data := source.recv(65536):
+                if request is not None:
+                    self.requests[request] += data
+                elif not self.cut and self.marker is not None:
+                    seen += data
+                    at = seen.find(self.marker)
+                    if at >= 0:
+                        self.cut = True
+                        sink.sendall(data[: at + len(self.marker) - (len(seen) - len(data))])
+                        break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def test_follow_resumes_after_a_dropped_connection_with_no_gap_or_repeat(
+    cli: Cli, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uuid = cli.submit("count", "n:=12", "pause:=0.2", "label=reconnect")
+    proxy = CuttingProxy(int(stack.url.rsplit(":", 1)[1]), b"data: line 5\n")
+    monkeypatch.setenv("ARVADOS_API_HOST", f"http://127.0.0.1:{proxy.port}")
+    try:
+        code, out, err = cli("logs", "--follow", "--all", uuid)
+    finally:
+        proxy.close()
+    assert code == 0, err
+    assert proxy.cut and "reconnecting" in err
+    assert log_lines(out) == [f"line {n}" for n in range(1, 13)]
+    # the second request resumed after the last whole chunk shown
+    resumed = proxy.requests[1].decode()
+    last = re.search(r"Last-Event-ID: (\d+)", resumed)
+    assert last and f"since={int(last.group(1)) + 1}" in resumed
+    assert f"job {uuid} Complete" in err
+
+
+def test_follow_gives_up_after_a_few_attempts(
+    cli: Cli, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crunch.jobscli
+
+    uuid = stack.wait(cli.submit("count", "n:=1", "label=give-up"))["uuid"]
+    proxy = CuttingProxy(int(stack.url.rsplit(":", 1)[1]), None)
+    monkeypatch.setenv("ARVADOS_API_HOST", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setattr(crunch.jobscli, "RECONNECT_PAUSE", 0.01)
+    try:
+        code, out, err = cli("logs", "--follow", uuid)
+    finally:
+        proxy.close()
+    assert (code, out) == (1, "")
+    assert err.count("reconnecting") == crunch.jobscli.RECONNECT_ATTEMPTS
+    assert f"crunch logs: lost the log stream of {uuid}" in err
