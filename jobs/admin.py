@@ -1,22 +1,63 @@
-"""Django admin: operators browse users, tokens, links, collections, repositories, nodes.
+"""Django admin: operators browse users, tokens, links, collections, repositories, nodes,
+and steer jobs.
 
-Changes made here go through the same models; the richer queue view comes with jobs.
+Jobs get more than the generic pages: a queue page in the dispatcher's order (what waits,
+why it cannot be placed, what runs where), list filters and actions (cancel, change
+priority, requeue as a new job), and a job page with its timings, reuse events and a live
+tail of its log. Every change to a job goes through `jobs.services.jobs`, acting as the
+staff user, so the API's validation and bookkeeping apply; a refusal becomes an error
+message on the page, never a server error.
 """
 
 from __future__ import annotations
 
-from django.contrib import admin
+import copy
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from jobs import manifests
+from jobs.exceptions import CrunchError
 from jobs.models import (
     ApiClientAuthorization,
     Collection,
     Group,
     Job,
+    JobReuse,
+    JobState,
     Link,
+    LogChunk,
     Node,
     Repository,
     User,
 )
+from jobs.models.jobs import ACTIVE_STATES, DESCRIPTION_MAX
+from jobs.services.jobs import SERVICE as JOB_SERVICE
+from jobs.services.jobs import job_cancel
+from jobs.services.objects import Actor
 
 READ_ONLY_COMMON = (
     "uuid",
@@ -108,12 +149,321 @@ class NodeAdmin(admin.ModelAdmin):
     readonly_fields = READ_ONLY_COMMON
 
 
+# --- jobs -----------------------------------------------------------------------------------
+
+# The dispatcher's order: it claims the highest priority first, then the oldest
+# (jobs.services.runs.job_claim); the `jobs/queue` API lists them the same way.
+QUEUE_ORDER = ("-priority", "created_at", "id")
+QUEUE_SHOWN = 500  # rows per table on the queue page; the summary counts them all
+QUEUE_REFRESH_SECONDS = 5
+LOG_TAIL_LINES = 50
+LOG_POLL_SECONDS = 2
+FILES_SHOWN = 20
+# `priority` is a 32-bit column on PostgreSQL: larger values are refused here, in the form.
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+REQUEUE_STATES = frozenset({JobState.FAILED, JobState.CANCELLED})
+WAITING = "waiting for a worker"
+# A worker stops a cancelled job's script within seconds, then records the end.
+CANCEL_GRACE = dt.timedelta(seconds=30)
+
+
+def human_duration(delta: dt.timedelta | None) -> str:
+    """`3m 05s`, `2h 07m`, `4d 3h`; `-` for no duration."""
+    if delta is None:
+        return "-"
+    seconds = max(0, int(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{seconds}s"
+
+
+def owner_names(uuids: Iterable[str | None]) -> dict[str, str]:
+    """Display names by uuid: users by username, groups by name."""
+    wanted = {u for u in uuids if u}
+    names: dict[str, str] = dict(
+        User.objects.filter(uuid__in=wanted).values_list("uuid", "username")
+    )
+    names.update(Group.objects.filter(uuid__in=wanted - names.keys()).values_list("uuid", "name"))
+    return names
+
+
+def queue_wait(job: Job, now: dt.datetime) -> dt.timedelta | None:
+    """How long the job waited before it started (so far, while it is queued)."""
+    end = job.started_at or job.cancelled_at or job.finished_at
+    if end is None and job.state == JobState.QUEUED:
+        end = now
+    return end - job.created_at if end is not None and job.created_at is not None else None
+
+
+def run_duration(job: Job, now: dt.datetime) -> dt.timedelta | None:
+    """How long the job ran (so far, while it is running)."""
+    if job.started_at is None:
+        return None
+    end = job.finished_at or job.cancelled_at
+    if end is None and job.state == JobState.RUNNING:
+        end = now
+    return end - job.started_at if end is not None else None
+
+
+def _concurrency(node: Node) -> int:
+    value = (node.info or {}).get("concurrency", 1)
+    return value if isinstance(value, int) and value > 0 else 1
+
+
+@dataclass
+class QueueRow:
+    position: int
+    job: Job
+    owner: str
+    waiting: str
+    placement: str
+    placeable: bool
+
+
+@dataclass
+class RunningRow:
+    job: Job
+    owner: str
+    running_for: str
+    node: Node | None
+    node_alive: bool
+
+
+def queue_snapshot(now: dt.datetime) -> dict[str, Any]:
+    """What the queue page shows: queued jobs in the dispatcher's order with their position,
+    waiting time and placement status; running jobs with their node; live nodes busy/idle."""
+    queued_jobs = Job.objects.filter(state=JobState.QUEUED)
+    queue_size = queued_jobs.count()
+    queued = list(queued_jobs.order_by(*QUEUE_ORDER)[:QUEUE_SHOWN])
+    running_jobs = Job.objects.filter(state=JobState.RUNNING)
+    running_count = running_jobs.count()
+    running = list(running_jobs.order_by("started_at", "id")[:QUEUE_SHOWN])
+
+    alive_since = now - dt.timedelta(seconds=settings.CRUNCH_WORKER_TTL)
+    live = list(Node.objects.filter(last_ping_at__gte=alive_since).order_by("hostname"))
+    live_uuids = {n.uuid for n in live}
+    busy_uuids = {j.worker_node_uuid for j in running if j.worker_node_uuid} | {
+        n.uuid for n in live if n.job_uuid
+    }
+    running_nodes = {
+        n.uuid: n
+        for n in Node.objects.filter(uuid__in={j.worker_node_uuid for j in running} - {None})
+    }
+    names = owner_names([j.owner_uuid for j in queued] + [j.owner_uuid for j in running])
+
+    queued_rows = []
+    for position, job in enumerate(queued, start=1):
+        placement = job.scheduling_status or (
+            WAITING if live else f"{WAITING} (no worker is alive)"
+        )
+        queued_rows.append(
+            QueueRow(
+                position=position,
+                job=job,
+                owner=names.get(job.owner_uuid, job.owner_uuid),
+                waiting=human_duration(queue_wait(job, now)),
+                placement=placement,
+                placeable=not job.scheduling_status,
+            )
+        )
+    running_rows = [
+        RunningRow(
+            job=job,
+            owner=names.get(job.owner_uuid, job.owner_uuid),
+            running_for=human_duration(run_duration(job, now)),
+            node=running_nodes.get(job.worker_node_uuid or ""),
+            node_alive=job.worker_node_uuid in live_uuids,
+        )
+        for job in running
+    ]
+    busy = len(live_uuids & busy_uuids)
+    return {
+        "now": now,
+        "queue_size": queue_size,
+        "queued_rows": queued_rows,
+        "queued_more": queue_size - len(queued_rows),
+        "unplaceable": Job.objects.filter(
+            state=JobState.QUEUED, scheduling_status__isnull=False
+        ).count(),
+        "running_count": running_count,
+        "running_rows": running_rows,
+        "running_more": running_count - len(running_rows),
+        "nodes_live": len(live),
+        "nodes_busy": busy,
+        "nodes_idle": len(live) - busy,
+        "slots_total": sum(_concurrency(n) for n in live),
+        "slots_used": sum(1 for j in running if j.worker_node_uuid in live_uuids),
+        "worker_ttl": settings.CRUNCH_WORKER_TTL,
+    }
+
+
+def log_complete(job: Job) -> bool:
+    """Whether nothing more will be written to the job's log: it ended, and if it was
+    cancelled while running, its worker has recorded the end (or had long enough to)."""
+    if job.state in ACTIVE_STATES:
+        return False
+    if job.state != JobState.CANCELLED or job.started_at is None or job.finished_at is not None:
+        return True
+    return job.cancelled_at is None or timezone.now() - job.cancelled_at > CANCEL_GRACE
+
+
+def log_tail(job: Job, lines: int = LOG_TAIL_LINES) -> dict[str, Any]:
+    """The last `lines` lines of a job's log from its stored chunks, and whether more can
+    come (`ended`: the log is complete)."""
+    chunks = list(
+        LogChunk.objects.filter(job_uuid=job.uuid)
+        .order_by("-seq")
+        .values_list("seq", "text")[:lines]
+    )
+    text = "".join(chunk for _, chunk in reversed(chunks))
+    return {
+        "uuid": job.uuid,
+        "state": job.state,
+        "ended": log_complete(job),
+        "seq": chunks[0][0] if chunks else None,
+        "lines": text.splitlines()[-lines:],
+    }
+
+
+def requeue_attrs(job: Job, *, by: User) -> dict[str, Any]:
+    """A new job with the same inputs as `job`: the same exact commit, parameters and
+    constraints, owned by the same owner. Its description says where it came from."""
+    note = f"Requeue of {job.uuid} ({job.state}) by {by.username}."
+    description = f"{note}\n\n{job.description}" if job.description else note
+    return {
+        "owner_uuid": job.owner_uuid,
+        "repository": job.repository,
+        "script": job.script,
+        "script_version": job.script_version,
+        "supplied_script_version": job.supplied_script_version,
+        "script_parameters": copy.deepcopy(job.script_parameters)
+        if job.script_parameters is not None
+        else {},
+        "runtime_constraints": copy.deepcopy(job.runtime_constraints),
+        "nondeterministic": job.nondeterministic,
+        "priority": job.priority,
+        "description": description[:DESCRIPTION_MAX],
+    }
+
+
+def _uuids(uuids: list[str], shown: int = 10) -> str:
+    more = len(uuids) - shown
+    return ", ".join(uuids[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _pretty_json(value: Any) -> SafeString:
+    if value is None:
+        return format_html('<span class="quiet">{}</span>', "null")
+    return format_html(
+        '<pre class="crunch-json">{}</pre>', json.dumps(value, indent=2, sort_keys=True)
+    )
+
+
+def _collection_link(pdh: str | None) -> SafeString | str:
+    """A portable data hash as a link to its collection's admin page, with the API path of
+    its files and the first few file names."""
+    if not pdh:
+        return "-"
+    found = Collection.objects.filter(portable_data_hash=pdh).order_by("created_at").first()
+    files_path = f"/arvados/v1/collections/{pdh}/files/"
+    if found is None:
+        return format_html("<code>{}</code> (no collection record)", pdh)
+    link = format_html(
+        '<a href="{}"><code>{}</code></a> &middot; API: <code>{}</code>',
+        reverse("admin:jobs_collection_change", args=[found.pk]),
+        pdh,
+        files_path,
+    )
+    try:
+        files = manifests.manifest_tree(found.manifest_text or "").files
+    except CrunchError:
+        return link
+    names = sorted(files)
+    listed = format_html_join(
+        "",
+        "<div><code>{}</code> <span class='quiet'>{} bytes</span></div>",
+        ((name, sum(p.length for p in files[name])) for name in names[:FILES_SHOWN]),
+    )
+    more = len(names) - FILES_SHOWN
+    tail = format_html("<div>&hellip; and {} more</div>", more) if more > 0 else ""
+    return format_html('{}<div class="crunch-files">{}{}</div>', link, listed, tail)
+
+
+class ReusedFilter(admin.SimpleListFilter):
+    """Jobs that find_or_create handed back at least once (JobReuse rows), or never."""
+
+    title = "reused"
+    parameter_name = "reused"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Reused"), ("no", "Never reused")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        reused = Exists(JobReuse.objects.filter(job_uuid=OuterRef("uuid")))
+        if self.value() == "yes":
+            return queryset.filter(reused)
+        if self.value() == "no":
+            return queryset.filter(~reused)
+        return queryset
+
+
+class OwnerFilter(admin.SimpleListFilter):
+    title = "owner"
+    parameter_name = "owner"
+    LIMIT = 200
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        uuids = list(
+            Job.objects.order_by("owner_uuid")
+            .values_list("owner_uuid", flat=True)
+            .distinct()[: self.LIMIT]
+        )
+        names = owner_names(uuids)
+        return sorted(((u, names.get(u, u)) for u in uuids), key=lambda pair: pair[1])
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        value = self.value()
+        return queryset.filter(owner_uuid=value) if value else queryset
+
+
+class JobForm(forms.ModelForm):
+    """What an operator may change on a job: its priority and description."""
+
+    priority = forms.IntegerField(
+        min_value=PRIORITY_MIN,
+        max_value=PRIORITY_MAX,
+        help_text="Higher runs first; it matters while the job is queued.",
+    )
+    description = forms.CharField(
+        required=False, max_length=DESCRIPTION_MAX, widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+    class Meta:
+        model = Job
+        fields = ("priority", "description")
+
+
+class PriorityForm(forms.Form):
+    priority = forms.IntegerField(
+        label="New priority", min_value=PRIORITY_MIN, max_value=PRIORITY_MAX
+    )
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    """Jobs. What ran (repository, commit, parameters, image) is read-only: it is the record
-    reuse relies on. Operators change priority and description here; cancelling goes through
-    the API (or the queue view)."""
+    """Jobs. What ran (repository, commit, parameters, image) and the execution record are
+    read-only: they are what reuse and provenance rely on. Operators change priority and
+    description, cancel, and requeue a failed or cancelled job as a new job, all through
+    the job service acting as the staff user."""
 
+    form = JobForm
     list_display = (
         "uuid",
         "state",
@@ -121,11 +471,19 @@ class JobAdmin(admin.ModelAdmin):
         "script",
         "short_version",
         "priority",
-        "owner_uuid",
+        "owner",
+        "was_reused",
         "created_at",
         "finished_at",
     )
-    list_filter = ("state", "repository", "script", "nondeterministic")
+    list_filter = (
+        "state",
+        "repository",
+        "script",
+        OwnerFilter,
+        ReusedFilter,
+        "nondeterministic",
+    )
     search_fields = (
         "uuid",
         "script",
@@ -136,34 +494,492 @@ class JobAdmin(admin.ModelAdmin):
         "output",
     )
     ordering = ("-created_at",)
+    actions = ("cancel_jobs", "change_priority", "requeue_jobs")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "uuid",
+                    "state",
+                    "owner",
+                    "priority",
+                    "description",
+                    "timings",
+                    "placement",
+                    "worker_node",
+                )
+            },
+        ),
+        (
+            "What runs",
+            {
+                "fields": (
+                    "repository",
+                    "script",
+                    "script_version",
+                    "supplied_script_version",
+                    "parameters",
+                    "constraints",
+                    "image",
+                    "arvados_sdk_version",
+                    "nondeterministic",
+                )
+            },
+        ),
+        ("Results", {"fields": ("output_collection", "log_collection")}),
+        ("Reuse", {"fields": ("reuse_events",)}),
+        (
+            "Record",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "cancelled_at",
+                    "cancelled_by_user_uuid",
+                    "cancelled_by_client_uuid",
+                    "is_locked_by_uuid",
+                    "running",
+                    "success",
+                    "tasks",
+                    "children",
+                    "script_parameters_digest",
+                    "submit_id",
+                    "owner_uuid",
+                    "modified_at",
+                    "modified_by_user_uuid",
+                    "modified_by_client_uuid",
+                ),
+            },
+        ),
+    )
     readonly_fields = (
         *READ_ONLY_COMMON,
+        "state",
+        "owner",
+        "timings",
+        "placement",
+        "worker_node",
         "repository",
         "script",
         "script_version",
         "supplied_script_version",
-        "script_parameters",
-        "script_parameters_digest",
-        "runtime_constraints",
-        "docker_image_locator",
+        "parameters",
+        "constraints",
+        "image",
         "arvados_sdk_version",
-        "state",
-        "running",
-        "success",
+        "nondeterministic",
+        "output_collection",
+        "log_collection",
+        "reuse_events",
         "started_at",
         "finished_at",
         "cancelled_at",
         "cancelled_by_user_uuid",
         "cancelled_by_client_uuid",
         "is_locked_by_uuid",
-        "output",
-        "log",
-        "tasks_summary",
-        "components",
+        "running",
+        "success",
+        "tasks",
+        "children",
+        "script_parameters_digest",
         "submit_id",
         "owner_uuid",
     )
 
+    # --- pages and urls ------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view
+        return [
+            path("queue/", wrap(self.queue_view), name=f"{info}_queue"),
+            path("<path:object_id>/log/", wrap(self.log_tail_view), name=f"{info}_log"),
+            path("<path:object_id>/log.txt", wrap(self.log_text_view), name=f"{info}_log_text"),
+            *super().get_urls(),
+        ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                owner_name=Subquery(
+                    User.objects.filter(uuid=OuterRef("owner_uuid")).values("username")[:1]
+                ),
+                reuse_seen=Exists(JobReuse.objects.filter(job_uuid=OuterRef("uuid"))),
+            )
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # jobs are submitted through the API (or requeued from here)
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        JOB_SERVICE.delete(actor=self._actor(request), obj=obj)  # its links go too
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        actor = self._actor(request)
+        for job in queryset:
+            JOB_SERVICE.delete(actor=actor, obj=job)
+
+    def queue_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise DjangoPermissionDenied
+        if request.method == "POST":
+            if not self.has_change_permission(request):
+                raise DjangoPermissionDenied
+            self._queue_change(request)
+            return HttpResponseRedirect(request.path)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Job queue",
+            "refresh_seconds": QUEUE_REFRESH_SECONDS,
+            **queue_snapshot(timezone.now()),
+        }
+        return TemplateResponse(request, "admin/jobs/job/queue.html", context)
+
+    def _queue_change(self, request: HttpRequest) -> None:
+        """One row's button on the queue page: cancel, or set the priority."""
+        uuid = request.POST.get("uuid", "")
+        job = Job.objects.filter(uuid=uuid).first()
+        operation = request.POST.get("op")
+        if job is None:
+            self.message_user(request, f"No job {uuid!r}.", messages.ERROR)
+        elif operation == "cancel":
+            self._cancel(request, [job])
+        elif operation == "priority":
+            form = PriorityForm(request.POST)
+            if form.is_valid():
+                self._set_priority(request, [job], form.cleaned_data["priority"])
+            else:
+                problems = "; ".join(form.errors.get("priority", ["invalid"]))
+                self.message_user(request, f"Priority of {uuid}: {problems}", messages.ERROR)
+        else:
+            self.message_user(request, "Unknown operation.", messages.ERROR)
+
+    def _job_or_404(self, request: HttpRequest, object_id: str) -> Job:
+        job = self.get_object(request, unquote(object_id))
+        if job is None:
+            raise Http404("no such job")
+        if not self.has_view_permission(request, job):
+            raise DjangoPermissionDenied
+        return job
+
+    def log_tail_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """The last lines of the log, polled by the job page while the job is active."""
+        return JsonResponse(log_tail(self._job_or_404(request, object_id)))
+
+    def log_text_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The whole log as stored so far, as plain text."""
+        job = self._job_or_404(request, object_id)
+        text = "".join(
+            LogChunk.objects.filter(job_uuid=job.uuid)
+            .order_by("seq")
+            .values_list("text", flat=True)
+            .iterator(chunk_size=500)
+        )
+        response = HttpResponse(text, content_type="text/plain; charset=utf-8")
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra = dict(extra_context or {})
+        job = self.get_object(request, unquote(object_id))
+        if job is not None:
+            extra["log_tail"] = log_tail(job)
+            extra["log_tail_lines"] = LOG_TAIL_LINES
+            extra["log_poll_ms"] = LOG_POLL_SECONDS * 1000
+            extra["log_poll_seconds"] = LOG_POLL_SECONDS
+        return super().change_view(request, object_id, form_url, extra)
+
+    def save_model(
+        self, request: HttpRequest, obj: Job, form: forms.ModelForm, change: bool
+    ) -> None:
+        """Priority and description go through the job service (its checks, the
+        modified_by bookkeeping), applied to the row as it is now, not as it was when the
+        page was loaded."""
+        attrs = {name: form.cleaned_data[name] for name in form.changed_data}
+        if "description" in attrs:
+            attrs["description"] = attrs["description"] or None
+        if not attrs:
+            return
+        try:
+            with transaction.atomic():
+                current = Job.objects.select_for_update().get(pk=obj.pk)
+                JOB_SERVICE.update(actor=self._actor(request), obj=current, attrs=attrs)
+        except CrunchError as exc:
+            self.message_user(request, f"{obj.uuid} was not changed: {exc}", messages.ERROR)
+
+    # --- actions -------------------------------------------------------------------------
+
+    @staticmethod
+    def _actor(request: HttpRequest) -> Actor:
+        user = request.user
+        assert isinstance(user, User)  # the admin's users are jobs.models.User
+        return Actor(user=user)
+
+    def _cancel(self, request: HttpRequest, jobs: Iterable[Job]) -> None:
+        cancelled: list[str] = []
+        already: list[str] = []
+        for job in jobs:
+            if job.state == JobState.CANCELLED:
+                already.append(job.uuid)
+                continue
+            try:
+                job_cancel(actor=self._actor(request), job=job)
+            except CrunchError as exc:
+                self.message_user(request, f"Could not cancel {job.uuid}: {exc}", messages.ERROR)
+            else:
+                cancelled.append(job.uuid)
+        if cancelled:
+            self.message_user(request, f"Cancelled {_uuids(cancelled)}.", messages.SUCCESS)
+        if already:
+            self.message_user(request, f"Already cancelled: {_uuids(already)}.", messages.WARNING)
+
+    def _set_priority(self, request: HttpRequest, jobs: Iterable[Job], priority: int) -> None:
+        changed: list[str] = []
+        for job in jobs:
+            try:
+                with transaction.atomic():
+                    current = Job.objects.select_for_update().get(pk=job.pk)
+                    JOB_SERVICE.update(
+                        actor=self._actor(request), obj=current, attrs={"priority": priority}
+                    )
+            except CrunchError as exc:
+                self.message_user(
+                    request, f"Could not change the priority of {job.uuid}: {exc}", messages.ERROR
+                )
+            else:
+                changed.append(job.uuid)
+        if changed:
+            self.message_user(
+                request, f"Priority {priority} for {_uuids(changed)}.", messages.SUCCESS
+            )
+
+    def _requeue(self, request: HttpRequest, jobs: Iterable[Job]) -> None:
+        actor = self._actor(request)
+        created: list[tuple[Job, Job]] = []
+        for job in jobs:
+            if job.state not in REQUEUE_STATES:
+                self.message_user(
+                    request,
+                    f"{job.uuid} is {job.state}: only failed or cancelled jobs are requeued.",
+                    messages.ERROR,
+                )
+                continue
+            try:
+                # Committed job by job: the new job is dispatched when its row commits.
+                with transaction.atomic():
+                    new = JOB_SERVICE.create(actor=actor, attrs=requeue_attrs(job, by=actor.user))
+            except CrunchError as exc:
+                self.message_user(request, f"Could not requeue {job.uuid}: {exc}", messages.ERROR)
+            else:
+                created.append((job, new))
+        if created:
+            links = format_html_join(
+                ", ",
+                '{} as <a href="{}">{}</a>',
+                (
+                    (old.uuid, reverse("admin:jobs_job_change", args=[new.pk]), new.uuid)
+                    for old, new in created
+                ),
+            )
+            self.message_user(request, format_html("Requeued {}.", links), messages.SUCCESS)
+
+    @admin.action(description="Cancel selected jobs", permissions=["change"])
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._cancel(request, queryset.order_by(*QUEUE_ORDER))
+
+    @admin.action(description="Change priority of selected jobs…", permissions=["change"])
+    def change_priority(
+        self, request: HttpRequest, queryset: QuerySet[Job]
+    ) -> TemplateResponse | None:
+        """Asks for the new priority on a page of its own, then applies it to each job."""
+        jobs = list(queryset.order_by(*QUEUE_ORDER))
+        if "apply" in request.POST:
+            form = PriorityForm(request.POST)
+            if form.is_valid():
+                self._set_priority(request, jobs, form.cleaned_data["priority"])
+                return None
+            self.message_user(request, "Please correct the priority below.", messages.ERROR)
+        else:
+            current = {job.priority for job in jobs}
+            form = PriorityForm(initial={"priority": current.pop()} if len(current) == 1 else None)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Change priority",
+            "jobs": jobs,
+            "form": form,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "select_across": request.POST.get("select_across", "0"),
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/jobs/job/change_priority.html", context)
+
+    @admin.action(
+        description="Requeue selected failed or cancelled jobs as new jobs", permissions=["change"]
+    )
+    def requeue_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._requeue(request, queryset.order_by("created_at", "id"))
+
+    # --- columns and read-only fields ----------------------------------------------------
+
     @admin.display(description="commit", ordering="script_version")
     def short_version(self, job: Job) -> str:
         return job.script_version[:12]
+
+    @admin.display(description="owner", ordering="owner_name")
+    def owner(self, job: Job) -> str:
+        name = getattr(job, "owner_name", None) or owner_names([job.owner_uuid]).get(job.owner_uuid)
+        return f"{name} ({job.owner_uuid})" if name else job.owner_uuid
+
+    @admin.display(description="reused", boolean=True, ordering="reuse_seen")
+    def was_reused(self, job: Job) -> bool:
+        return bool(getattr(job, "reuse_seen", False))
+
+    @admin.display(description="script_parameters")
+    def parameters(self, job: Job) -> SafeString:
+        return _pretty_json(job.script_parameters)
+
+    @admin.display(description="runtime_constraints")
+    def constraints(self, job: Job) -> SafeString:
+        return _pretty_json(job.runtime_constraints)
+
+    @admin.display(description="tasks_summary")
+    def tasks(self, job: Job) -> SafeString:
+        return _pretty_json(job.tasks_summary)
+
+    @admin.display(description="components")
+    def children(self, job: Job) -> SafeString:
+        return _pretty_json(job.components)
+
+    @admin.display(description="image (docker_image_locator)")
+    def image(self, job: Job) -> SafeString | str:
+        return _collection_link(job.docker_image_locator)
+
+    @admin.display(description="output")
+    def output_collection(self, job: Job) -> SafeString | str:
+        return _collection_link(job.output)
+
+    @admin.display(description="log")
+    def log_collection(self, job: Job) -> SafeString | str:
+        return _collection_link(job.log)
+
+    @admin.display(description="timings")
+    def timings(self, job: Job) -> SafeString:
+        now = timezone.now()
+
+        def stamp(value: dt.datetime | None) -> str:
+            return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+        return format_html(
+            '<table class="crunch-timings"><thead><tr><th>created</th><th>started</th>'
+            "<th>ended</th><th>queue wait</th><th>run</th></tr></thead><tbody><tr>"
+            '<td>{}</td><td>{}</td><td>{}</td><td class="waited">{}</td><td class="ran">{}</td>'
+            "</tr></tbody></table>",
+            stamp(job.created_at),
+            stamp(job.started_at),
+            stamp(job.finished_at or job.cancelled_at),
+            human_duration(queue_wait(job, now)),
+            human_duration(run_duration(job, now)),
+        )
+
+    @admin.display(description="placement (scheduling_status)")
+    def placement(self, job: Job) -> str:
+        if job.state != JobState.QUEUED:
+            return job.scheduling_status or "-"
+        return job.scheduling_status or WAITING
+
+    @admin.display(description="worker node")
+    def worker_node(self, job: Job) -> SafeString | str:
+        if not job.worker_node_uuid:
+            return "-"
+        node = Node.objects.filter(uuid=job.worker_node_uuid).first()
+        if node is None:
+            return job.worker_node_uuid
+        return format_html(
+            '<a href="{}">{}</a> ({})',
+            reverse("admin:jobs_node_change", args=[node.pk]),
+            node.hostname or node.uuid,
+            node.uuid,
+        )
+
+    @admin.display(description="reuse events")
+    def reuse_events(self, job: Job) -> SafeString | str:
+        events = JobReuse.objects.filter(job_uuid=job.uuid).order_by("-created_at", "-id")
+        shown = list(events[:FILES_SHOWN])
+        if not shown:
+            return "never handed back by find_or_create"
+        total = events.count()
+        names = owner_names(e.reused_by_user_uuid for e in shown)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            (
+                (
+                    timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    names.get(e.reused_by_user_uuid, e.reused_by_user_uuid),
+                    e.supplied_script_version or "-",
+                    json.dumps(e.filters) if e.filters else "(from the submitted job)",
+                )
+                for e in shown
+            ),
+        )
+        listing = reverse("admin:jobs_jobreuse_changelist") + f"?job_uuid={job.uuid}"
+        return format_html(
+            '<table class="crunch-reuses"><thead><tr><th>when</th><th>by</th>'
+            "<th>version asked</th><th>filters</th></tr></thead><tbody>{}</tbody></table>"
+            '<p><a href="{}">{} reuse event{}</a></p>',
+            rows,
+            listing,
+            total,
+            "" if total == 1 else "s",
+        )
+
+
+@admin.register(JobReuse)
+class JobReuseAdmin(admin.ModelAdmin):
+    """Each time find_or_create handed back an existing job. A record: read-only."""
+
+    list_display = ("created_at", "job", "reused_by", "supplied_script_version")
+    search_fields = ("job_uuid", "reused_by_user_uuid", "supplied_script_version")
+    ordering = ("-created_at", "-id")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="job", ordering="job_uuid")
+    def job(self, reuse: JobReuse) -> SafeString | str:
+        job = Job.objects.filter(uuid=reuse.job_uuid).only("pk").first()
+        if job is None:
+            return reuse.job_uuid
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:jobs_job_change", args=[job.pk]), reuse.job_uuid
+        )
+
+    @admin.display(description="reused by", ordering="reused_by_user_uuid")
+    def reused_by(self, reuse: JobReuse) -> str:
+        name = owner_names([reuse.reused_by_user_uuid]).get(reuse.reused_by_user_uuid)
+        return f"{name} ({reuse.reused_by_user_uuid})" if name else reuse.reused_by_user_uuid
+
+
+# The admin's home page links to the queue page.
+admin.site.index_template = "admin/jobs/index.html"
+admin.site.site_header = "Crunch administration"
+admin.site.site_title = "Crunch admin"
