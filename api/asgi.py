@@ -2,6 +2,7 @@
 
 import os
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "api.settings")
@@ -10,4 +11,6 @@ django_application = get_asgi_application()
 from api.keep import keep_asgi  # noqa: E402  (needs the settings loaded above)
 
 # Block uploads are taken before Django, which would first copy each body to a temporary file.
-application = keep_asgi(django_application)
+# The admin's stylesheets and scripts (`/static/`) come from the installed apps, so the
+# operator pages work from `crunch serve` with no collectstatic and no other web server.
+application = keep_asgi(ASGIStaticFilesHandler(django_application))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.db import IntegrityError, models, transaction
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.utils import timezone
 
 from jobs import permissions
@@ -84,8 +85,12 @@ def coerce(field: models.Field, name: str, value: Any) -> tuple[Any, str | None]
         if isinstance(value, bool):
             return None, f"{name} must be an integer"
         if isinstance(value, int):
-            if abs(value) >= 2**63:
-                return None, f"{name} is out of range"
+            # The column's range (the same on every database: PostgreSQL's).
+            low, high = BaseDatabaseOperations.integer_field_ranges.get(
+                field.get_internal_type(), (-(2**63), 2**63 - 1)
+            )
+            if not low <= value <= high:
+                return None, f"{name} is out of range ({low} to {high})"
             return value, None
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return coerce(field, name, int(value.strip()))

@@ -273,6 +273,19 @@ def test_priority_null_is_zero(api, active, foo):
     assert job["priority"] == 0
 
 
+def test_priority_outside_the_column_is_a_clear_422(api, active, foo):
+    _, token = active
+    job = create(api, token)
+    for priority in (2**31, -(2**31) - 1, 2**40):
+        status, answer = api.put(
+            f"jobs/{job['uuid']}", body={"job": {"priority": priority}}, token=token
+        )
+        assert status == 422, answer
+        assert answer["errors"] == ["priority is out of range (-2147483648 to 2147483647)"]
+    job = api.ok("PUT", f"jobs/{job['uuid']}", body={"job": {"priority": 2**31 - 1}}, token=token)
+    assert job["priority"] == 2**31 - 1
+
+
 def test_runtime_constraints_without_image_get_no_docker_key(api, active, foo):
     _, token = active
     job = create(api, token, runtime_constraints={"min_nodes": 1})

@@ -83,6 +83,13 @@ def test_serve_plain_http(fresh_env):
     try:
         status, data = wait_for(f"http://127.0.0.1:{port}/arvados/v1/users/current", token=token)
         assert status == 200 and data["username"] == "admin"
+        # The admin's stylesheets come from the same server (no collectstatic, no nginx).
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/static/admin/css/base.css", timeout=10
+        ) as css:
+            assert css.status == 200
+            assert css.headers["Content-Type"].startswith("text/css")
+            assert b"body" in css.read()
     finally:
         proc.terminate()
         proc.wait(timeout=20)
