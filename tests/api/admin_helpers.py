@@ -10,9 +10,9 @@ from typing import Any
 from django.utils import timezone
 
 from jobs import git, manifests
-from jobs.models import Collection, Job, LogChunk, Node
-from jobs.services.jobs import parameters_digest
+from jobs.models import Collection, Job, Node
 from tests.git_helpers import Example, build_example, in_bare
+from tests.rows import add_chunks
 
 PASSWORD = "correct horse battery staple"
 
@@ -21,37 +21,6 @@ def with_password(user: Any) -> Any:
     user.set_password(PASSWORD)
     user.save()
     return user
-
-
-def make_job(
-    owner: Any,
-    *,
-    state: str = "Queued",
-    age: dt.timedelta = dt.timedelta(minutes=1),
-    repository: str = "active/foo",
-    script: str = "hash",
-    parameters: dict[str, Any] | None = None,
-    **extra: Any,
-) -> Job:
-    """A job row created `age` ago."""
-    created = extra.pop("created_at", None) or timezone.now() - age
-    parameters = {} if parameters is None else parameters
-    return Job.objects.create(
-        uuid=Job.new_uuid(),
-        owner_uuid=owner.uuid,
-        created_at=created,
-        modified_at=created,
-        repository=repository,
-        script=script,
-        script_version=extra.pop("script_version", "a" * 40),
-        supplied_script_version=extra.pop("supplied_script_version", "main"),
-        script_parameters=parameters,
-        script_parameters_digest=parameters_digest(parameters),
-        state=state,
-        running=state == "Running",
-        success={"Complete": True, "Failed": False, "Cancelled": False}.get(state),
-        **extra,
-    )
 
 
 def make_node(hostname: str, *, alive: bool = True, concurrency: int = 1, **info: Any) -> Node:
@@ -71,10 +40,7 @@ def make_node(hostname: str, *, alive: bool = True, concurrency: int = 1, **info
 
 def log_lines(job: Job, lines: list[str], *, start: int = 0) -> None:
     """One chunk per line, numbered from `start`."""
-    for offset, line in enumerate(lines):
-        LogChunk.objects.create(
-            job_uuid=job.uuid, seq=start + offset, text=f"{line}\n", created_at=timezone.now()
-        )
+    add_chunks(job, [f"{line}\n" for line in lines], start=start)
 
 
 def hosted_foo(api: Any, token: str, tmp_path: Path) -> Example:

@@ -16,10 +16,10 @@ from tests.api.admin_helpers import (
     hosted_foo,
     log_lines,
     make_collection,
-    make_job,
     make_node,
     with_password,
 )
+from tests.rows import make_job
 
 pytestmark = pytest.mark.django_db
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from api.logstream import negotiate
 from jobs import follow
 from jobs.models import Job, LogChunk
+from tests.rows import add_chunks, make_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,27 +39,6 @@ def test_negotiate(accept: str | None, kind: str) -> None:
     assert negotiate(accept) == kind
 
 
-def make_job(owner_uuid: str, **fields: Any) -> Job:
-    now = timezone.now()
-    return Job.objects.create(
-        uuid=Job.new_uuid(),
-        owner_uuid=owner_uuid,
-        created_at=now,
-        modified_at=now,
-        repository="active/foo",
-        script="hash",
-        script_version="a" * 40,
-        script_parameters={},
-        script_parameters_digest="99914b932bd37a50b983c5e7c90ae93b",
-        **({"state": "Queued"} | fields),
-    )
-
-
-def add_chunks(job: Job, texts: list[str]) -> None:
-    for seq, text in enumerate(texts):
-        LogChunk.objects.create(job_uuid=job.uuid, seq=seq, text=text, created_at=timezone.now())
-
-
 def stream(client: Any, job: Job, token: str, accept: str = "text/plain", **params: Any) -> Any:
     return client.get(
         f"/arvados/v1/jobs/{job.uuid}/log_tail_follow",
@@ -72,15 +52,13 @@ def body(response: Any) -> str:
     return b"".join(response.streaming_content).decode()
 
 
-def finished(owner_uuid: str) -> Job:
+def finished(owner: Any) -> Job:
     now = timezone.now()
     job = make_job(
-        owner_uuid,
+        owner,
         state="Complete",
         started_at=now,
         finished_at=now,
-        running=False,
-        success=True,
         output="d41d8cd98f00b204e9800998ecf8427e+0",
         log="d41d8cd98f00b204e9800998ecf8427e+0",
     )
@@ -89,7 +67,7 @@ def finished(owner_uuid: str) -> Job:
 
 
 def test_tail_start_is_a_line_boundary(active: tuple[Any, str]) -> None:
-    job = make_job(active[0].uuid)
+    job = make_job(active[0])
     add_chunks(job, ["aaaa\nbbbb\n", "cccc\ndddd\n", "eeee\n"])
     # eeee\n is 5 bytes: 5 → that chunk, 6..10 → inside chunk 1, which starts at a line
     assert follow.tail_start(job.uuid, 5) == (2, 0)
@@ -99,12 +77,12 @@ def test_tail_start_is_a_line_boundary(active: tuple[Any, str]) -> None:
     assert follow.tail_start(job.uuid, 15) == (1, 0)
     assert follow.tail_start(job.uuid, 10_000) == (0, 0)  # the whole log
     assert follow.tail_start(job.uuid, 0) == (3, 0)  # live lines only
-    other = make_job(active[0].uuid)
+    other = make_job(active[0])
     assert follow.tail_start(other.uuid, 8192) == (0, 0)
 
 
 def test_tail_start_counts_bytes_not_characters(active: tuple[Any, str]) -> None:
-    job = make_job(active[0].uuid)
+    job = make_job(active[0])
     add_chunks(job, ["é1\né2\né3\n"])  # 4 bytes per line
     assert follow.tail_start(job.uuid, 8) == (0, 3)  # "é2\né3\n": from character 3
     assert follow.tail_start(job.uuid, 9) == (0, 3)
@@ -112,7 +90,7 @@ def test_tail_start_counts_bytes_not_characters(active: tuple[Any, str]) -> None
 
 
 def test_chunks_wait_at_a_gap_until_the_job_is_sealed(active: tuple[Any, str]) -> None:
-    job = make_job(active[0].uuid)
+    job = make_job(active[0])
     for seq in (0, 1, 3):
         LogChunk.objects.create(
             job_uuid=job.uuid, seq=seq, text=f"{seq}\n", created_at=timezone.now()
@@ -124,7 +102,7 @@ def test_chunks_wait_at_a_gap_until_the_job_is_sealed(active: tuple[Any, str]) -
 def test_a_finished_job_streams_its_backlog_and_end_at_once(
     client: Any, active: tuple[Any, str]
 ) -> None:
-    job = finished(active[0].uuid)
+    job = finished(active[0])
     response = stream(client, job, active[1], since=0)
     assert response.status_code == 200
     assert response["Content-Type"] == "text/plain; charset=utf-8"
@@ -135,6 +113,7 @@ def test_a_finished_job_streams_its_backlog_and_end_at_once(
         f" output {job.output} log {job.log}"
     )
     assert len(lines) == 6
+
     # The default tail is 8192 bytes: the whole of this short log. (End lines start with
     # the time they were sent.)
     def without_stamp(line: str) -> str:
@@ -147,7 +126,7 @@ def test_a_finished_job_streams_its_backlog_and_end_at_once(
 
 
 def test_event_stream_ids_and_last_event_id(client: Any, active: tuple[Any, str]) -> None:
-    job = finished(active[0].uuid)
+    job = finished(active[0])
     text = body(stream(client, job, active[1], accept="text/event-stream", since=0))
     assert text.startswith("retry: 2000\n\n")
     assert "id: 0\ndata: line 0\ndata: line 1\n\nid: 1\ndata: line 2\ndata: line 3\n\n" in text
@@ -167,13 +146,13 @@ def test_event_stream_ids_and_last_event_id(client: Any, active: tuple[Any, str]
 def test_follow_false_on_a_running_job_sends_what_is_there(
     client: Any, active: tuple[Any, str]
 ) -> None:
-    job = make_job(active[0].uuid, state="Running", started_at=timezone.now(), running=True)
+    job = make_job(active[0], state="Running", started_at=timezone.now())
     add_chunks(job, ["line 0\n", "line 1\n"])
     assert body(stream(client, job, active[1], since=1, follow="false")) == "line 1\n"
 
 
 def test_json_pointer_without_text(client: Any, active: tuple[Any, str]) -> None:
-    job = finished(active[0].uuid)
+    job = finished(active[0])
     for accept in ("application/json", ""):
         response = stream(client, job, active[1], accept=accept)
         assert response.status_code == 200
@@ -183,7 +162,7 @@ def test_json_pointer_without_text(client: Any, active: tuple[Any, str]) -> None
 
 
 def test_errors(client: Any, active: tuple[Any, str], spectator: tuple[Any, str]) -> None:
-    job = finished(active[0].uuid)
+    job = finished(active[0])
     url = f"/arvados/v1/jobs/{job.uuid}/log_tail_follow"
     no_token = client.get(url, HTTP_ACCEPT="text/plain")
     assert no_token.status_code == 401 and no_token.json()["errors"] == ["Not logged in"]

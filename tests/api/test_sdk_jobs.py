@@ -142,28 +142,12 @@ def test_log_tail_follow_returns_the_stream_as_bytes(
     raw bytes, here a finished job's log and its end line."""
     from django.utils import timezone
 
-    from jobs.models import Job, LogChunk
+    from tests.rows import add_chunks, make_job
 
     user, token = active
     now = timezone.now()
-    job = Job.objects.create(
-        uuid=Job.new_uuid(),
-        owner_uuid=user.uuid,
-        created_at=now,
-        modified_at=now,
-        started_at=now,
-        finished_at=now,
-        repository="active/foo",
-        script="hash",
-        script_version="a" * 40,
-        script_parameters={},
-        script_parameters_digest="99914b932bd37a50b983c5e7c90ae93b",
-        state="Failed",
-        running=False,
-        success=False,
-    )
-    for seq, text in enumerate(["first line\nsecond line\n", "third line\n"]):
-        LogChunk.objects.create(job_uuid=job.uuid, seq=seq, text=text, created_at=now)
+    job = make_job(user, state="Failed", started_at=now, finished_at=now)
+    add_chunks(job, ["first line\nsecond line\n", "third line\n"])
     whole = sdk(token).jobs().log_tail_follow(uuid=job.uuid).execute()
     assert isinstance(whole, bytes)
     lines = whole.decode().splitlines()
