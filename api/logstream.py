@@ -544,38 +544,54 @@ class Hub:
 # --- one follower ---------------------------------------------------------------------------
 
 
+class Cursor:
+    """Where a follower is: the next chunk to send, and how many characters of it to skip
+    (a tail that starts inside a chunk, at a line)."""
+
+    def __init__(self, seq: int, offset: int) -> None:
+        self.seq = seq
+        self.offset = offset
+
+    def take(self, chunks: list[tuple[int, str]], fmt: Format) -> list[bytes]:
+        parts = []
+        for seq, text in chunks:
+            piece = text[self.offset :] if self.offset else text
+            self.offset = 0
+            if piece:
+                parts.append(fmt.chunk(seq, piece))
+            self.seq = seq + 1
+        return parts
+
+
 async def follow_log(uuid: str, start: Start, fmt: Format, *, follow: bool) -> AsyncIterator[bytes]:
     opening = fmt.opening()
     if opening:
         yield opening
     view, next_seq, offset, status = await db(_opening_read, uuid, start)
+    cursor = Cursor(next_seq, offset)
     if status is not None and view is not None:
         yield fmt.status(view, status)
     if not follow:
-        async for part in _backlog(uuid, fmt, next_seq, offset):
+        async for part in _backlog(uuid, fmt, cursor):
             yield part
         return
     hub = Hub.current()
     feed = hub.attach(uuid)
     try:
-        async for part in _live(feed, fmt, next_seq, offset, status):
+        async for part in _live(feed, fmt, cursor, status):
             yield part
     finally:
         hub.detach(feed)
 
 
-async def _backlog(uuid: str, fmt: Format, next_seq: int, offset: int) -> AsyncIterator[bytes]:
+async def _backlog(uuid: str, fmt: Format, cursor: Cursor) -> AsyncIterator[bytes]:
     """`follow=false`: what is stored now, and the end line if the job is sealed."""
     view = await db(follow.job_view, uuid)
     sealed = view is None or view.sealed
     while True:
-        chunks = await db(follow.chunks_from, uuid, next_seq, sealed=sealed)
-        for seq, text in chunks:
-            piece = text[offset:] if offset else text
-            offset = 0
-            if piece:
-                yield fmt.chunk(seq, piece)
-            next_seq = seq + 1
+        chunks = await db(follow.chunks_from, uuid, cursor.seq, sealed=sealed)
+        for part in cursor.take(chunks, fmt):
+            yield part
         if len(chunks) < follow.READ_CHUNKS:
             break
     if sealed:
@@ -585,8 +601,7 @@ async def _backlog(uuid: str, fmt: Format, next_seq: int, offset: int) -> AsyncI
 async def _live(
     feed: Feed,
     fmt: Format,
-    next_seq: int,
-    offset: int,
+    cursor: Cursor,
     status: follow.QueueStatus | None,
 ) -> AsyncIterator[bytes]:
     await feed.ready.wait()
@@ -596,20 +611,16 @@ async def _live(
     quiet_since = time.monotonic()
     while True:
         seen = feed.version
-        chunks = feed.cached_from(next_seq)
+        chunks = feed.cached_from(cursor.seq)
         if chunks is None:
             sealed = feed.view is None or feed.view.sealed
-            chunks = await db(follow.chunks_from, feed.uuid, next_seq, sealed=sealed)
+            chunks = await db(follow.chunks_from, feed.uuid, cursor.seq, sealed=sealed)
         if chunks:
-            for seq, text in chunks:
-                piece = text[offset:] if offset else text
-                offset = 0
-                if piece:
-                    yield fmt.chunk(seq, piece)
-                next_seq = seq + 1
+            for part in cursor.take(chunks, fmt):
+                yield part
             quiet_since = time.monotonic()
             continue
-        if feed.complete and next_seq >= feed.next_seq:
+        if feed.complete and cursor.seq >= feed.next_seq:
             yield fmt.end(feed.view)
             return
         now = time.monotonic()
