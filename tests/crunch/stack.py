@@ -266,16 +266,32 @@ def running_stack(
         run_git(genv, "push", "-q", push_url, "main", cwd=source)
         yield stack
     finally:
-        for process in stack.processes:
-            process.send_signal(signal.SIGTERM)
-        for process in stack.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(stack.processes)
         if drop is not None:
             drop()
         shutil.rmtree(runs_dir, ignore_errors=True)
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]], grace: float = 2.0) -> None:
+    """SIGTERM, then after `grace` seconds SIGKILL with everything each one started. (A Celery
+    worker's warm shutdown spends seconds joining its pool's threads; a test's stack need not
+    wait for that.)"""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                if os.getpgid(process.pid) == process.pid:
+                    os.killpg(process.pid, signal.SIGKILL)  # its own session: its pool too
+                else:
+                    process.kill()
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=30)
 
 
 def alive(pid: int) -> bool:
