@@ -31,6 +31,9 @@ def _configure(sender: Celery, **_: object) -> None:
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
             "control_folder": str(folder / "control"),
+            # A directory listing is cheap: look often, so a job starts within 0.1 s of
+            # being queued (the default second also slowed a worker's shutdown).
+            "polling_interval": 0.1,
         }
     sender.conf.task_acks_late = True
     sender.conf.worker_prefetch_multiplier = 1
