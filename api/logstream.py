@@ -58,6 +58,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from api.authentication import authenticate, reader_actors
 from api.exceptions import error_response
+from api.params import parse_bool
 from jobs import follow, selectors
 from jobs.exceptions import InvalidRequest, NotFound
 from jobs.models import Job, JobState
@@ -165,7 +166,7 @@ def log_tail_follow(request: HttpRequest, uuid: str) -> HttpResponseBase:
     last_event = _int_param(request.headers.get("Last-Event-ID"), "Last-Event-ID", minimum=-1)
     if kind == "sse" and last_event is not None:
         since = last_event + 1  # a reconnecting EventSource: after the last chunk it got
-    follow_on = params.get("follow", "true").strip().lower() not in ("false", "0", "no", "f")
+    follow_on = parse_bool(params.get("follow"), "follow", True)
     start = Start(
         since=since,
         buffer_size=min(

@@ -655,7 +655,7 @@ class JobAdmin(admin.ModelAdmin):
             if form.is_valid():
                 self._set_priority(request, [job], form.cleaned_data["priority"])
             else:
-                problems = "; ".join(form.errors.get("priority", ["invalid"]))
+                problems = "; ".join(str(e) for e in form.errors.get("priority", ["invalid"]))
                 self.message_user(request, f"Priority of {uuid}: {problems}", messages.ERROR)
         else:
             self.message_user(request, "Unknown operation.", messages.ERROR)

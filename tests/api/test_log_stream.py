@@ -178,6 +178,7 @@ def test_errors(client: Any, active: tuple[Any, str], spectator: tuple[Any, str]
         {"buffer_size": "-1"},
         {"since": "1e3"},
         {"since": "-2"},
+        {"follow": "perhaps"},
     ):
         bad = stream(client, job, active[1], **params)
         assert bad.status_code == 422, params
