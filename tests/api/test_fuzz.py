@@ -199,3 +199,39 @@ def test_database_hostile_operands_are_plain_422s(client, active, params):
     r = client.get("/arvados/v1/links", params, HTTP_AUTHORIZATION=f"Bearer {token}")
     assert r.status_code < 500
     assert b"Internal error" not in r.content
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["buffer_size", "since", "follow", "api_token", "reader_tokens"]),
+        st.text(max_size=12) | st.sampled_from(["-1", "0", "99999999999999999999", "1e3", " 7"]),
+        max_size=3,
+    ),
+    accept=st.text(max_size=40) | st.sampled_from(["text/plain;q=x", "*/*;q=0", ",,;"]),
+    last_event=st.none() | st.text(max_size=12),
+)
+def test_log_tail_follow_parameters_never_5xx(client, active, params, accept, last_event):
+    from tests.rows import add_chunks, make_job
+
+    user, token = active
+    job = make_job(user, state="Failed")
+    add_chunks(job, ["a line\n"])
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}", "HTTP_ACCEPT": accept}
+    if last_event is not None:
+        headers["HTTP_LAST_EVENT_ID"] = last_event
+    try:
+        response = client.get(f"/arvados/v1/jobs/{job.uuid}/log_tail_follow", params, **headers)
+    except ValueError:
+        return  # the test client refuses some header values before any request is made
+    assert response.status_code < 500
+    if response.status_code >= 400:
+        assert set(response.json()) == {"errors", "error_token"}
+    elif response.streaming:  # a finished job: its log and end, whatever the parameters
+        text = b"".join(response.streaming_content).decode()
+        assert f"job {job.uuid} Failed finished_at" in text
+    else:
+        assert response.json()["href"].endswith(job.uuid)
