@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from crunch.client import ApiClient
-from crunch.jobscli import LogView, follow_log
+from crunch.jobscli import LogView, follow_log, parse_filter
 from crunch.output import DIM, GREEN, Output, UsageError, print_json, run_command
 
 
@@ -61,18 +61,6 @@ def parse_parameters(items: list[str], params_file: str | None) -> dict[str, Any
             raise UsageError(f"{item}: the parameter needs a name")
         parameters[name] = value
     return parameters
-
-
-def parse_filter(text: str) -> list[Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise UsageError(
-            f"--filter {text}: must be a JSON array [attribute, operator, operand]"
-        ) from None
-    if not isinstance(value, list) or len(value) != 3:
-        raise UsageError(f"--filter {text}: must be a JSON array [attribute, operator, operand]")
-    return value
 
 
 def build_request(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
