@@ -25,6 +25,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import transaction
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
 from django.http import (
     Http404,
@@ -41,6 +42,7 @@ from django.utils.safestring import SafeString
 
 from jobs import manifests
 from jobs.exceptions import CrunchError
+from jobs.follow import JobView
 from jobs.models import (
     ApiClientAuthorization,
     Collection,
@@ -54,7 +56,7 @@ from jobs.models import (
     Repository,
     User,
 )
-from jobs.models.jobs import ACTIVE_STATES, DESCRIPTION_MAX
+from jobs.models.jobs import DESCRIPTION_MAX
 from jobs.services.jobs import SERVICE as JOB_SERVICE
 from jobs.services.jobs import job_cancel
 from jobs.services.objects import Actor
@@ -159,12 +161,10 @@ QUEUE_REFRESH_SECONDS = 5
 LOG_TAIL_LINES = 50
 LOG_POLL_SECONDS = 2
 FILES_SHOWN = 20
-# `priority` is a 32-bit column on PostgreSQL: larger values are refused here, in the form.
-PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+# The priority column's range (what the job service accepts), refused already in the forms.
+PRIORITY_MIN, PRIORITY_MAX = BaseDatabaseOperations.integer_field_ranges["IntegerField"]
 REQUEUE_STATES = frozenset({JobState.FAILED, JobState.CANCELLED})
 WAITING = "waiting for a worker"
-# A worker stops a cancelled job's script within seconds, then records the end.
-CANCEL_GRACE = dt.timedelta(seconds=30)
 
 
 def human_duration(delta: dt.timedelta | None) -> str:
@@ -304,16 +304,6 @@ def queue_snapshot(now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def log_complete(job: Job) -> bool:
-    """Whether nothing more will be written to the job's log: it ended, and if it was
-    cancelled while running, its worker has recorded the end (or had long enough to)."""
-    if job.state in ACTIVE_STATES:
-        return False
-    if job.state != JobState.CANCELLED or job.started_at is None or job.finished_at is not None:
-        return True
-    return job.cancelled_at is None or timezone.now() - job.cancelled_at > CANCEL_GRACE
-
-
 def log_tail(job: Job, lines: int = LOG_TAIL_LINES) -> dict[str, Any]:
     """The last `lines` lines of a job's log from its stored chunks, and whether more can
     come (`ended`: the log is complete)."""
@@ -326,7 +316,7 @@ def log_tail(job: Job, lines: int = LOG_TAIL_LINES) -> dict[str, Any]:
     return {
         "uuid": job.uuid,
         "state": job.state,
-        "ended": log_complete(job),
+        "ended": JobView.of(job).sealed,
         "seq": chunks[0][0] if chunks else None,
         "lines": text.splitlines()[-lines:],
     }
@@ -555,38 +545,12 @@ class JobAdmin(admin.ModelAdmin):
             },
         ),
     )
-    readonly_fields = (
-        *READ_ONLY_COMMON,
-        "state",
-        "owner",
-        "timings",
-        "placement",
-        "worker_node",
-        "repository",
-        "script",
-        "script_version",
-        "supplied_script_version",
-        "parameters",
-        "constraints",
-        "image",
-        "arvados_sdk_version",
-        "nondeterministic",
-        "output_collection",
-        "log_collection",
-        "reuse_events",
-        "started_at",
-        "finished_at",
-        "cancelled_at",
-        "cancelled_by_user_uuid",
-        "cancelled_by_client_uuid",
-        "is_locked_by_uuid",
-        "running",
-        "success",
-        "tasks",
-        "children",
-        "script_parameters_digest",
-        "submit_id",
-        "owner_uuid",
+    # Everything the page shows is read-only except what JobForm lets an operator change.
+    readonly_fields = tuple(
+        name
+        for _title, section in fieldsets
+        for name in section["fields"]
+        if name not in JobForm.Meta.fields
     )
 
     # --- pages and urls ------------------------------------------------------------------

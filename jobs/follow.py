@@ -57,6 +57,10 @@ class JobView:
     output: str | None
     log: str | None
 
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(**{name: getattr(job, name) for name in JOB_FIELDS})
+
     @property
     def sealed(self) -> bool:
         """True when no more log chunks will be written for this job."""
