@@ -11,6 +11,7 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from jobs.models import Job, JobReuse, Link
+from jobs.uuids import system_user_uuid
 from tests.api.admin_helpers import (
     PASSWORD,
     hosted_foo,
@@ -435,7 +436,13 @@ def test_job_page_saves_priority_and_description_through_the_service(
 def test_log_view_returns_the_tail_and_says_when_the_log_is_complete(
     staff: Any, active: Any
 ) -> None:
-    job = make_job(active[0], state="Running", started_at=dt.datetime.now(dt.UTC))
+    # Claimed by one of our workers (locked by the system user), as job_claim does.
+    job = make_job(
+        active[0],
+        state="Running",
+        started_at=dt.datetime.now(dt.UTC),
+        is_locked_by_uuid=system_user_uuid(),
+    )
     url = reverse("admin:jobs_job_log", args=[job.pk])
     assert staff.get(url).json() == {
         "uuid": job.uuid,
