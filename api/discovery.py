@@ -102,12 +102,12 @@ def field_schema(
     """The JSON type of one API attribute, or None when it cannot be derived.
 
     Concrete fields by their Django type (a JSONField is an object when the model lists it
-    in HASH_FIELDS, an array when it defaults to a list); foreign keys by their `<name>_id`
-    attribute and the target's key; computed attributes (properties, class attributes) by
-    their type annotation; finally the Arvados naming convention for attributes computed by
-    a viewset (`extra_attributes`): `*_url`/`*_uuid` are strings, `*_urls`/`*_uuids` lists
-    of strings. A resource that is computed rather than stored (keep services) has no
-    Django fields: its attributes are typed by annotation.
+    in HASH_FIELDS, an array when it defaults to a list or is in ARRAY_FIELDS); foreign keys
+    by their `<name>_id` attribute and the target's key; computed attributes (properties,
+    class attributes) by their type annotation; finally the Arvados naming convention for
+    attributes computed by a viewset (`extra_attributes`): `*_url`/`*_uuid` are strings,
+    `*_urls`/`*_uuids` lists of strings. A resource that is computed rather than stored
+    (keep services) has no Django fields: its attributes are typed by annotation.
     """
     meta = getattr(model, "_meta", None)
     for concrete in meta.concrete_fields if meta is not None else ():
@@ -122,7 +122,7 @@ def field_schema(
         if isinstance(concrete, models.JSONField):
             if name in hash_fields:
                 return dict(OBJECT)
-            if concrete.default is list:
+            if concrete.default is list or name in getattr(model, "ARRAY_FIELDS", ()):
                 return dict(ARRAY_OF_STRINGS)
             return dict(OBJECT)
         for django_type, schema in _FIELD_SCHEMAS:

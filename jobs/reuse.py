@@ -40,7 +40,7 @@ from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
 from jobs.models import Job, JobReuse, JobState, User
 from jobs.selectors import readable_pdhs, restrict_readable
-from jobs.services.jobs import REQUIRED_ATTRIBUTES, SERVICE, parameters_digest
+from jobs.services.jobs import SERVICE, parameters_digest, require_attributes
 from jobs.services.objects import Actor
 
 log = logging.getLogger("crunch.reuse")
@@ -416,7 +416,7 @@ def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
 EXPLAIN_LIMIT = 50
 
 
-def _state_reason(job: Job, user: User) -> str | None:
+def state_reason(job: Job, user: User) -> str | None:
     """Why `job`'s state keeps it out of the candidates (§3.5 item 2), or None."""
     if job.state == JobState.COMPLETE:
         return None
@@ -464,7 +464,7 @@ def explain_candidates(
     for job in jobs:
         if job.uuid not in readable:
             reason: str | None = "not readable by you"
-        elif (reason := _state_reason(job, user)) is None:
+        elif (reason := state_reason(job, user)) is None:
             if job.nondeterministic:
                 reason = "it is marked nondeterministic: such jobs are never reused"
             else:
@@ -515,15 +515,7 @@ def reuse_record(
     )
 
 
-def require_attributes(attrs: dict[str, Any]) -> None:
-    """§3.1 step 1 (before anything else about the request is looked at): the first of
-    repository, script, script_version, script_parameters that is missing or null."""
-    for name in REQUIRED_ATTRIBUTES:
-        if attrs.get(name) is None:
-            raise InvalidRequest(f"{name} attribute must be specified")
-
-
-def _flag(value: Any, name: str) -> bool:
+def flag(value: Any, name: str) -> bool:
     """A boolean inside the job object (`no_reuse`), parsed like declared booleans (§1.7
     recommendation: "false" means false)."""
     if value is None or value is False or value in (0, "0", "false"):
@@ -552,7 +544,7 @@ def job_submit(
     if "exclude_script_versions" in attrs:
         exclude_script_versions = attrs.pop("exclude_script_versions")
     if "no_reuse" in attrs:
-        find_or_create = not _flag(attrs.pop("no_reuse"), "no_reuse")
+        find_or_create = not flag(attrs.pop("no_reuse"), "no_reuse")
     if minimum_script_version is not None and not isinstance(minimum_script_version, str):
         raise InvalidRequest("minimum_script_version must be a string")
     if exclude_script_versions is not None:

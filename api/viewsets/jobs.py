@@ -17,10 +17,12 @@ from rest_framework.response import Response
 from api.discovery import BOOLEAN, INTEGER, LIST_PARAMETERS, STRING, query_parameter
 from api.params import ListParams, parse_bool, parse_json_param, parse_list_params
 from api.viewsets.base import ArvadosViewSet
+from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
 from jobs.models import Job, JobState, Node
-from jobs.reuse import job_submit, require_attributes, translate_filters
-from jobs.services.jobs import job_cancel, job_lock
+from jobs.reuse import flag, job_submit, translate_filters
+from jobs.services.jobs import job_cancel, job_lock, require_attributes
+from jobs.submit import job_submit_attrs
 
 JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
     "create": {
@@ -129,6 +131,8 @@ class JobViewSet(ArvadosViewSet):
         attrs = self.object_attrs()
         require_attributes(attrs)  # §3.1: before the parameters are parsed
         params = self.params
+        if attrs.get("command") is not None:
+            return self._create_command_job(attrs)
         filters = params.get("filters")
         exclude = params.get("exclude_script_versions")
         minimum = params.get("minimum_script_version")
@@ -144,6 +148,30 @@ class JobViewSet(ArvadosViewSet):
             if exclude not in (None, "")
             else None,
             readers=[a.user for a in self.readers()],
+            explain=parse_bool(params.get("explain"), "explain", False),
+        )
+        body = self.render(submission.job, self.selected())
+        if submission.explanation is not None:
+            body["reuse_explanation"] = submission.explanation
+        return Response(body)
+
+    def _create_command_job(self, attrs: dict[str, Any]) -> Response:
+        """A command job: reused on its exact inputs (working_dir, argv, environment, image,
+        parameters), so the script-version filters have nothing to say about it."""
+        params = self.params
+        for name in ("filters", "minimum_script_version", "exclude_script_versions"):
+            if params.get(name) not in (None, "", "[]"):
+                raise InvalidRequest(
+                    f"{name} applies to script jobs: a command job is reused only on "
+                    "exactly the same inputs"
+                )
+        reuse = parse_bool(params.get("find_or_create"), "find_or_create", False)
+        if "no_reuse" in attrs:
+            reuse = not flag(attrs.pop("no_reuse"), "no_reuse")
+        submission = job_submit_attrs(
+            actor=self.actor,
+            attrs=attrs,
+            reuse=reuse,
             explain=parse_bool(params.get("explain"), "explain", False),
         )
         body = self.render(submission.job, self.selected())

@@ -1,4 +1,9 @@
-"""Jobs: a script from a git repository at an exact commit, with parameters and an image.
+"""Jobs: what ran, exactly. A job runs either `crunch_scripts/<script>` from a git repository
+at an exact commit (the Arvados shape), or a command (an argv) over a source tree: an uploaded
+directory stored as a collection (`working_dir`, a portable data hash), a git commit, or none.
+Both carry parameters, an exact image, an environment, resources and constraints; `reuse_key`
+is the digest of everything that decides the result (jobs/spec.py), so identical work is found
+with one indexed lookup whichever front door submitted it.
 
 States (spec §2.10). A job is created Queued (or, for runners recording work already done,
 in any state). Allowed edges, checked whenever `state` changes:
@@ -46,10 +51,11 @@ DESCRIPTION_MAX = 524288
 class Job(ArvadosModel):
     submit_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
     priority = models.IntegerField(default=0)
-    script = models.CharField(max_length=255)
+    # Null for command jobs (as are repository and script_version when they run no git tree).
+    script = models.CharField(max_length=255, null=True, blank=True)
     script_parameters = models.JSONField(null=True, blank=True)
     script_parameters_digest = models.CharField(max_length=32, db_index=True)
-    script_version = models.CharField(max_length=255)
+    script_version = models.CharField(max_length=255, null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     cancelled_by_client_uuid = models.CharField(max_length=255, null=True, blank=True)
     cancelled_by_user_uuid = models.CharField(max_length=255, null=True, blank=True)
@@ -64,7 +70,7 @@ class Job(ArvadosModel):
     runtime_constraints = models.JSONField(null=True, blank=True)
     tasks_summary = models.JSONField(null=True, blank=True)
     nondeterministic = models.BooleanField(null=True, blank=True)
-    repository = models.CharField(max_length=255)
+    repository = models.CharField(max_length=255, null=True, blank=True)
     supplied_script_version = models.CharField(max_length=255, null=True, blank=True)
     arvados_sdk_version = models.CharField(max_length=40, null=True, blank=True)
     docker_image_locator = models.CharField(max_length=255, null=True, blank=True)
@@ -74,6 +80,16 @@ class Job(ArvadosModel):
     # a queued job cannot be placed on any registered node (null when it can).
     worker_node_uuid = models.CharField(max_length=27, null=True, blank=True)
     scheduling_status = models.TextField(null=True, blank=True)
+    # Command jobs (Crunch extensions): the argv, the collection it runs over (a writable
+    # copy is its working directory), its environment; labels and meta describe the job and
+    # are not part of what decides its result.
+    command = models.JSONField(null=True, blank=True)
+    working_dir = models.CharField(max_length=255, null=True, blank=True)
+    environment = models.JSONField(null=True, blank=True)
+    labels = models.JSONField(null=True, blank=True)
+    meta = models.JSONField(null=True, blank=True)
+    # sha256 of the canonical identity (jobs/spec.py); the lookup of exact reuse.
+    reuse_key = models.CharField(max_length=64, null=True, blank=True, db_index=True)
 
     API_FIELDS: ClassVar[tuple[str, ...]] = (
         "submit_id",
@@ -104,6 +120,11 @@ class Job(ArvadosModel):
         "description",
         "components",
         "scheduling_status",
+        "command",
+        "working_dir",
+        "environment",
+        "labels",
+        "meta",
     )
     CLIENT_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -132,6 +153,11 @@ class Job(ArvadosModel):
             "components",
             "owner_uuid",
             "uuid",
+            "command",
+            "working_dir",
+            "environment",
+            "labels",
+            "meta",
         }
     )
     # Server-only attributes are dropped without an error (spec §2.13); computed ones too.
@@ -145,10 +171,20 @@ class Job(ArvadosModel):
         }
     )
     HASH_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"script_parameters", "runtime_constraints", "tasks_summary", "components"}
+        {
+            "script_parameters",
+            "runtime_constraints",
+            "tasks_summary",
+            "components",
+            "environment",
+            "labels",
+            "meta",
+        }
     )
+    # JSON attributes that hold an array of strings (null when absent).
+    ARRAY_FIELDS: ClassVar[frozenset[str]] = frozenset({"command"})
     # Hidden from clients and from filters (spec §1.5, §1.8).
-    FILTER_EXCLUDE: ClassVar[tuple[str, ...]] = ("script_parameters_digest",)
+    FILTER_EXCLUDE: ClassVar[tuple[str, ...]] = ("script_parameters_digest", "reuse_key")
 
     class Meta:
         db_table = "jobs"

@@ -25,17 +25,19 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import docker, git, permissions
+from jobs import docker, git, permissions, spec
 from jobs.exceptions import InvalidRequest, NotFound, PermissionDenied, RepositoryUnusable
 from jobs.models import Job, JobState, Link, User
 from jobs.models.jobs import ALLOWED_TRANSITIONS, DESCRIPTION_MAX, STATES
-from jobs.selectors import object_by_uuid
+from jobs.selectors import object_by_uuid, readable_pdhs
 from jobs.services.objects import Actor, ResourceService
 from jobs.services.resources import register_service
 from jobs.uuids import is_uuid, system_user_uuid
 from jobs.wakeups import notify
 
 REQUIRED_ATTRIBUTES = ("repository", "script", "script_version", "script_parameters")
+# Attributes a command job is described by; a script job has none of them but labels/meta.
+COMMAND_ATTRIBUTES = ("command", "working_dir", "environment")
 # §2.13: values of these that look like Keep locators keep only hash and size.
 NORMALISED_ATTRIBUTES = (
     "output",
@@ -62,6 +64,9 @@ LOCK_PROTECTED = frozenset(
         "log",
         "tasks_summary",
         "components",
+        "command",
+        "working_dir",
+        "environment",
     }
 )
 CANCELLATION_ATTRIBUTES = ("cancelled_at", "cancelled_by_client_uuid", "cancelled_by_user_uuid")
@@ -163,11 +168,9 @@ class JobService(ResourceService):
 
     # --- entry points ------------------------------------------------------------------
 
-    def create(self, *, actor: Actor, attrs: dict[str, Any]) -> Any:
-        for name in REQUIRED_ATTRIBUTES:
-            if attrs.get(name) is None:
-                raise InvalidRequest(f"{name} attribute must be specified")
-        return super().create(actor=actor, attrs=_priority_default(attrs))
+    def prepare_new(self, *, actor: Actor, attrs: dict[str, Any]) -> Any:
+        require_attributes(attrs)
+        return super().prepare_new(actor=actor, attrs=_priority_default(attrs))
 
     def update(self, *, actor: Actor, obj: Any, attrs: dict[str, Any]) -> Any:
         return super().update(actor=actor, obj=obj, attrs=_priority_default(attrs))
@@ -202,13 +205,19 @@ class JobService(ResourceService):
                 job.state = derived
                 changed.add("state")
 
+        if job.script_parameters is None and job.command is not None:
+            job.script_parameters = {}
         digest = parameters_digest(job.script_parameters)
         if digest != job.script_parameters_digest:
             job.script_parameters_digest = digest
             changed.add("script_parameters_digest")
 
         self._check_references(job, actor=actor, creating=creating, changed=changed, errors=errors)
-        if creating or {"script"} & changed:
+        # A command job (even one whose command is not valid: its errors say so).
+        command_job = job.command is not None or "command" in getattr(job, "_given", ())
+        if creating or changed & {*COMMAND_ATTRIBUTES, "labels", "meta", "script", "repository"}:
+            self._check_command(job, actor=actor, errors=errors)
+        if not command_job and (creating or {"script"} & changed):
             if (
                 not isinstance(job.script, str)
                 or not _SCRIPT_RE.match(job.script)
@@ -218,12 +227,24 @@ class JobService(ResourceService):
                     f"Script {json.dumps(job.script)} must name a file in crunch_scripts/ "
                     "(letters, digits, '_', '-', '+', '.'; no '/' or '..')"
                 )
-        if job.state != JobState.RUNNING and (
-            creating or {"repository", "script_version"} & changed
+        if not command_job:
+            for name in ("repository", "script_version"):
+                if getattr(job, name) is None:
+                    errors.append(f"{name} attribute must be specified")
+        if (
+            job.state != JobState.RUNNING
+            and (creating or {"repository", "script_version"} & changed)
+            and job.repository is not None
+            and job.script_version is not None
         ):
             self._resolve_version(job, actor=actor, changed=changed, errors=errors)
         if creating or "runtime_constraints" in changed:
             self._resolve_runtime(job, actor=actor, changed=changed, errors=errors)
+        if not errors:
+            key = spec.reuse_key(spec.identity_of(job))
+            if key != job.reuse_key:
+                job.reuse_key = key
+                changed.add("reuse_key")
 
         if job.state not in STATES:
             errors.append(f"State {job.state} must be one of: {json.dumps(list(STATES))}")
@@ -242,6 +263,40 @@ class JobService(ResourceService):
         if creating and job.submit_id is not None:
             if Job.objects.filter(submit_id=job.submit_id).exists():
                 errors.append(f"submit_id {job.submit_id} already used")
+
+    def _check_command(self, job: Job, *, actor: Actor, errors: list[str]) -> None:
+        """A command job: an argv over an uploaded directory (a readable collection), a git
+        commit, or nothing; string maps for environment, labels and meta."""
+        errors.extend(spec.string_map_problems("environment", job.environment, env_names=True))
+        errors.extend(spec.string_map_problems("labels", job.labels))
+        errors.extend(spec.string_map_problems("meta", job.meta))
+        if job.command is None:
+            for name in ("working_dir", "environment"):
+                if getattr(job, name) not in (None, {}):
+                    errors.append(f"{name} applies to command jobs: give a command")
+            return
+        errors.extend(spec.command_problems(job.command))
+        if job.script is not None:
+            errors.append("a job runs a script or a command, not both")
+        if job.working_dir is not None:
+            if job.repository is not None or job.script_version is not None:
+                errors.append(
+                    "a command job runs over a working_dir or a repository at a "
+                    "script_version, not both"
+                )
+            pdh = normalise_locator(job.working_dir)
+            if not isinstance(pdh, str) or not spec.PDH_RE.match(pdh):
+                errors.append(
+                    f"working_dir must be a portable data hash, not {json.dumps(job.working_dir)}"
+                )
+            elif pdh not in readable_pdhs(actor.user, {pdh}):
+                errors.append(f"working_dir {pdh} is not a collection you can read")
+            else:
+                job.working_dir = pdh
+        elif (job.repository is None) != (job.script_version is None):
+            errors.append(
+                "a command job over a repository needs both repository and script_version"
+            )
 
     def _check_references(
         self, job: Job, *, actor: Actor, creating: bool, changed: set[str], errors: list[str]
@@ -339,8 +394,10 @@ class JobService(ResourceService):
         job: Job = obj
         before: dict[str, Any] = getattr(job, "_before", {})
         now = timezone.now()
-        if job.state != JobState.RUNNING and (
-            creating or {"repository", "script_version"} & changed
+        if (
+            job.state != JobState.RUNNING
+            and (creating or {"repository", "script_version"} & changed)
+            and job.repository
         ):
             git.tag_in_internal_repository(
                 job.repository, job.script_version, job.uuid, user=actor.user
@@ -370,6 +427,17 @@ class JobService(ResourceService):
             from jobs.services.runs import dispatch_on_commit
 
             dispatch_on_commit(obj.uuid)
+
+
+def require_attributes(attrs: dict[str, Any]) -> None:
+    """§3.1 step 1 (before anything else about the request is looked at): a script job needs
+    repository, script, script_version and script_parameters (the first one missing or null
+    is named); a command job needs its command."""
+    if attrs.get("command") is not None:
+        return
+    for name in REQUIRED_ATTRIBUTES:
+        if attrs.get(name) is None:
+            raise InvalidRequest(f"{name} attribute must be specified")
 
 
 def _priority_default(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,18 @@ def decode_hash(name: str, value: Any) -> tuple[Any, str | None]:
     return value, None
 
 
+def decode_array(name: str, value: Any) -> tuple[Any, str | None]:
+    """An array-of-strings attribute sent as an array or as a JSON string holding one."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None, f"{name} must be an array of strings"
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return None, f"{name} must be an array of strings"
+    return value, None
+
+
 def coerce(field: models.Field, name: str, value: Any) -> tuple[Any, str | None]:
     """Convert a client value to the column's type, or give the validation message."""
     if value is None:
@@ -66,6 +78,8 @@ def coerce(field: models.Field, name: str, value: Any) -> tuple[Any, str | None]
     if isinstance(field, models.JSONField):
         if field.name in ("scopes",):
             return value, None
+        if field.name in getattr(field.model, "ARRAY_FIELDS", ()):
+            return decode_array(name, value)
         return decode_hash(name, value)
     if isinstance(field, models.BooleanField):
         if isinstance(value, bool):
@@ -149,6 +163,7 @@ class ResourceService:
                 *(f"unknown attribute '{k}' for {model.class_name()}" for k in unknown)
             )
         changed: set[str] = set()
+        obj._given = set(attrs)  # what the request named, valid or not (for `clean`)
         for name, value in attrs.items():
             if name in model.IGNORED_FIELDS or name == "uuid":
                 continue
@@ -209,9 +224,14 @@ class ResourceService:
         raise PermissionDenied(f"Owner uuid is not owned by any user: {group.owner_uuid}")
 
     def create(self, *, actor: Actor, attrs: dict[str, Any]) -> Any:
+        return self.save_new(actor=actor, obj=self.prepare_new(actor=actor, attrs=attrs))
+
+    def prepare_new(self, *, actor: Actor, attrs: dict[str, Any]) -> Any:
+        """A new, validated object that is not saved yet (`save_new` saves it): callers that
+        must look at what the server makes of a request before deciding to create it (reuse)
+        build it once."""
         if self.admin_only_create and not actor.user.is_admin:
             raise PermissionDenied(f"Only admins may create {self.model.class_name()} objects")
-        now = timezone.now()
         obj = self.model()
         errors: list[str] = []
         if "uuid" in attrs and attrs["uuid"] is not None:
@@ -225,6 +245,13 @@ class ResourceService:
         self.clean(obj, actor=actor, creating=True, changed=changed, errors=errors)
         if errors:
             raise InvalidRequest(*errors)
+        obj._changed = changed
+        return obj
+
+    def save_new(self, *, actor: Actor, obj: Any) -> Any:
+        """Check permissions and save an object from `prepare_new`."""
+        now = timezone.now()
+        changed: set[str] = obj._changed
         if not actor.user.is_active:
             raise PermissionDenied("Inactive users cannot create objects")
         self._check_owner(obj, actor=actor, old_owner=None)

@@ -1,0 +1,157 @@
+"""Submitting a door-neutral job spec: create a job, or reuse an identical earlier one.
+
+`job_submit(actor=, spec=, reuse=)` is what every front door calls with a `JobSpec`
+(jobs/spec.py). The spec goes through the job write path once (validation, permissions,
+refs resolved to commits, image names to image collections), which yields its `reuse_key`.
+With `reuse`, candidates are the jobs with that key, and the selection rules are those of
+the Arvados API (spec §3: Complete jobs whose outputs agree, else the caller's own Running
+or Queued job; never a nondeterministic one), so a job is reused across doors alike. A hit
+is one indexed read and one insert (the `JobReuse` record); a miss takes the key's lock,
+searches again, and creates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q
+
+from jobs import spec as specs
+from jobs.models import Job, JobState
+from jobs.reuse import (
+    CANDIDATE_ORDER,
+    EXPLAIN_LIMIT,
+    REUSED,
+    Submission,
+    identity_lock,
+    reuse_record,
+    select,
+    state_reason,
+)
+from jobs.selectors import restrict_readable
+from jobs.services.jobs import SERVICE
+from jobs.services.objects import Actor
+
+
+def reuse_candidates(*, user: Any, key: str) -> list[Job]:
+    """Jobs with the identity `key` that `user` may reuse, in the order of spec §3.5."""
+    queryset = (
+        Job.objects.filter(reuse_key=key)
+        .filter(
+            Q(state=JobState.COMPLETE)
+            | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
+        )
+        .exclude(nondeterministic=True)
+    )
+    return list(restrict_readable(queryset, [user]).order_by(*CANDIDATE_ORDER))
+
+
+def job_submit(
+    *, actor: Actor, spec: specs.JobSpec, reuse: bool = False, explain: bool = False
+) -> Submission:
+    """Create the job `spec` describes, or with `reuse` hand back an identical earlier one."""
+    job = SERVICE.prepare_new(actor=actor, attrs=spec.attrs())
+    return submit_prepared(actor=actor, job=job, reuse=reuse, explain=explain)
+
+
+def job_submit_attrs(
+    *, actor: Actor, attrs: dict[str, Any], reuse: bool = False, explain: bool = False
+) -> Submission:
+    """`job_submit` for a door whose requests are already job attributes (the Arvados API's
+    command jobs)."""
+    job = SERVICE.prepare_new(actor=actor, attrs=attrs)
+    return submit_prepared(actor=actor, job=job, reuse=reuse, explain=explain)
+
+
+def submit_prepared(*, actor: Actor, job: Job, reuse: bool, explain: bool) -> Submission:
+    """The second half of `job_submit`, for a job already through `prepare_new`."""
+    if not reuse:
+        created = SERVICE.save_new(actor=actor, obj=job)
+        return Submission(
+            created,
+            False,
+            {"reused": False, "reason": "find_or_create not requested"} if explain else None,
+        )
+    user = actor.user
+    key = job.reuse_key or ""
+    if not explain:
+        chosen, _ = select(reuse_candidates(user=user, key=key), user=user)
+        if chosen is not None:
+            reuse_record(job=chosen, actor=actor, attrs=_record_attrs(job), filters=None)
+            return Submission(chosen, True, None)
+    with identity_lock(repository="", script="", digest=key):
+        chosen, decisions = select(reuse_candidates(user=user, key=key), user=user)
+        explanation = (
+            {
+                "reused": chosen is not None,
+                "reuse_key": key,
+                "candidates": explain_identity(job=job, user=user, decisions=decisions),
+            }
+            if explain
+            else None
+        )
+        if chosen is not None:
+            reuse_record(job=chosen, actor=actor, attrs=_record_attrs(job), filters=None)
+            return Submission(chosen, True, explanation)
+        created = SERVICE.save_new(actor=actor, obj=job)
+        if explanation is not None:
+            explanation["created"] = created.uuid
+        return Submission(created, False, explanation)
+
+
+def _program(identity: dict[str, Any]) -> Any:
+    run = identity["run"]
+    return run["argv"][:1] if "argv" in run else run.get("script")
+
+
+def _record_attrs(job: Job) -> dict[str, Any]:
+    return {"script_version": job.script_version}
+
+
+def explain_identity(*, job: Job, user: Any, decisions: dict[str, str]) -> list[dict[str, Any]]:
+    """Each job with the same identity, or the same command (or script) that differs in one
+    part of it, with the first reason it was or was not reused; at most EXPLAIN_LIMIT."""
+    mine = specs.identity_of(job)
+    same = Q(reuse_key=job.reuse_key)
+    if job.command is not None:
+        near = Q(command__isnull=False, owner_uuid=user.uuid)
+    else:
+        near = Q(script=job.script, repository=job.repository)
+    pool = list(Job.objects.filter(same | near).order_by("-created_at", "-id")[: EXPLAIN_LIMIT * 4])
+    readable = set(
+        restrict_readable(Job.objects.filter(uuid__in=[j.uuid for j in pool]), [user]).values_list(
+            "uuid", flat=True
+        )
+    )
+    explained = []
+    for other in pool:
+        if other.uuid not in readable:
+            continue
+        if other.reuse_key != job.reuse_key:
+            theirs = specs.identity_of(other)
+            if _program(theirs) != _program(mine):
+                continue  # a different program altogether: not worth listing
+            reason = "; ".join(specs.identity_differences(mine, theirs)) or "its identity differs"
+            decision = "rejected"
+        elif (reason := state_reason(other, user)) is not None:
+            decision = "rejected"
+        elif other.nondeterministic:
+            reason = "it is marked nondeterministic: such jobs are never reused"
+            decision = "rejected"
+        else:
+            reason = decisions.get(other.uuid, "not reached: an older job was reused first")
+            decision = "reused" if reason.startswith(REUSED) else "passed over"
+            if decision == "reused":
+                reason = reason[len(REUSED) :].lstrip(": ")
+        explained.append(
+            {
+                "uuid": other.uuid,
+                "state": other.state,
+                "output": other.output,
+                "decision": decision,
+                "reason": reason,
+            }
+        )
+        if len(explained) >= EXPLAIN_LIMIT:
+            break
+    return explained
