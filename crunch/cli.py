@@ -153,8 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from crunch.submitcli import split_command
+
     try:
-        args = build_parser().parse_args(argv)
+        options, command = split_command(list(sys.argv[1:] if argv is None else argv))
+        args = build_parser().parse_args(options)
+        args.command_argv = command
         return int(args.func(args) or 0)
     except BrokenPipeError:
         # The reader went away (`crunch ... | head`): stop quietly, with no traceback.

@@ -57,6 +57,7 @@ from crunch.dockercli import container_cli
 from crunch.keepcli import CommandError, fetch_tree, get_target, put_paths
 from jobs.models import Job, JobState
 from jobs.services import runs
+from jobs.spec import what_runs
 
 log = logging.getLogger("crunch.runner")
 
@@ -269,12 +270,15 @@ class LocalRuntime(Runtime):
         owner: dict[str, Any] = {}
         if r.user is not None:
             owner = {"user": r.user[0], "group": r.user[1], "extra_groups": []}
+        program = (
+            list(r.job.command)
+            if r.job.command is not None
+            else [str(r.src / "crunch_scripts" / str(r.job.script))]
+        )
         return subprocess.Popen(
-            [
-                *limit_prefix(r.job.runtime_constraints or {}),
-                str(r.src / "crunch_scripts" / r.job.script),
-            ],
-            cwd=r.dir,
+            [*limit_prefix(r.job.runtime_constraints or {}), *program],
+            # A command runs in its writable copy of the source tree; a script in CRUNCH_TMP.
+            cwd=r.src if r.job.command is not None else r.dir,
             env=base | env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -379,7 +383,7 @@ class ContainerRuntime(Runtime):
     def _volumes(self) -> list[str]:
         r, p = self.runner, self.paths
         mounts = [
-            (r.src, p.src, "ro"),
+            (r.src, p.src, "rw" if r.job.command is not None else "ro"),
             (r.keep, p.keep, "ro"),
             (r.output_dir, p.output, "rw"),
             (r.job_work, p.job_work, "rw"),
@@ -394,8 +398,11 @@ class ContainerRuntime(Runtime):
 
     def start(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         r = self.runner
+        own = set(r.job.environment or {})
         passed = {
-            k: v for k, v in env.items() if k.startswith(CONTAINER_ENV_PREFIXES) and k != "HOME"
+            k: v
+            for k, v in env.items()
+            if (k.startswith(CONTAINER_ENV_PREFIXES) or k in own) and k != "HOME"
         }
         bad = [k for k in passed if not _ENV_NAME_RE.match(k)]
         if bad:
@@ -416,10 +423,13 @@ class ContainerRuntime(Runtime):
             "--env",
             f"HOME={self.paths.task_work}",
             "--workdir",
-            self.paths.tmp,
+            self.paths.src if r.job.command is not None else self.paths.tmp,
             "--entrypoint",
-            f"{self.paths.src}/crunch_scripts/{r.job.script}",
+            r.job.command[0]
+            if r.job.command is not None
+            else f"{self.paths.src}/crunch_scripts/{r.job.script}",
             self.image_id,
+            *(r.job.command[1:] if r.job.command is not None else []),
         ]
         self._remove()  # a container of an earlier attempt, or of a worker that died
         self.started = True
@@ -485,10 +495,7 @@ class Runner:
             self.client = ApiClient(
                 ClientConfig(base_url=settings.CRUNCH_API_URL, token=self.token)
             )
-            self.log.note(
-                f"job {self.job.uuid}: {self.job.repository} "
-                f"{self.job.script_version} crunch_scripts/{self.job.script}"
-            )
+            self.log.note(f"job {self.job.uuid}: {what_runs(self.job)}")
             self._prepare()
             success = self._execute()
             if success:
@@ -535,7 +542,16 @@ class Runner:
         if self.user is not None:
             for path in (self.output_dir, self.job_work, self.task_work):
                 os.chown(path, *self.user)
-        self._checkout()
+        if self.job.working_dir:
+            self._copy_working_dir(self.job.working_dir)
+        elif self.job.repository:
+            self._checkout()
+        if self.job.command is not None and self.user is not None:
+            # The command writes in its copy of the tree.
+            for root, dirs, files in os.walk(self.src):
+                for name in (*dirs, *files):
+                    os.lchown(os.path.join(root, name), *self.user)
+            os.chown(self.src, *self.user)
         for pdh in sorted(input_pdhs(self.job.script_parameters or {})):
             destination = self.keep / pdh
             get_target(self.client, pdh, str(destination), force=False)
@@ -546,6 +562,19 @@ class Runner:
                     os.chmod(os.path.join(root, name), 0o555)
             os.chmod(destination, 0o555)
         self.runtime.prepare()
+
+    def _copy_working_dir(self, pdh: str) -> None:
+        """A writable copy of the uploaded directory: the command's working directory."""
+        if not _PDH_RE.match(pdh):
+            raise RunFailed(f"working_dir {pdh!r} is not a portable data hash")
+        get_target(self.client, pdh, str(self.src) + os.sep, force=True)
+        # Collections keep no file modes: a program named by a path into the tree (`./run.sh`)
+        # is made executable, as it was where it was uploaded from.
+        program = (self.job.command or [""])[0]
+        if "/" in program and not program.startswith("/"):
+            path = (self.src / program).resolve()
+            if path.is_file() and path.is_relative_to(self.src.resolve()):
+                path.chmod(path.stat().st_mode | 0o111)
 
     def _git_env(self) -> dict[str, str]:
         env = {
@@ -617,7 +646,9 @@ class Runner:
             raise RunFailed(f"git archive {commit} failed")
         with tarfile.open(fileobj=io.BytesIO(archive.stdout), mode="r:") as tar:
             tar.extractall(self.src, filter="data")
-        script = self.src / "crunch_scripts" / self.job.script
+        if self.job.command is not None:
+            return
+        script = self.src / "crunch_scripts" / str(self.job.script)
         if not script.is_file():
             raise RunFailed(f"crunch_scripts/{self.job.script} is not in commit {commit}")
         script.chmod(script.stat().st_mode | 0o111)
@@ -627,24 +658,29 @@ class Runner:
     def _environment(self) -> dict[str, str]:
         """The script's variables (DESIGN.md interface 7), with the runtime's paths."""
         job, paths = self.job, self.runtime.paths
-        return parameter_env(job.script_parameters or {}) | {
-            "JOB_UUID": job.uuid,
-            "CRUNCH_JOB_UUID": job.uuid,
-            "JOB_SCRIPT": job.script,
-            "TASK_SEQUENCE": "0",
-            "TASK_QSEQUENCE": "0",
-            "ARVADOS_API_HOST": settings.CRUNCH_API_URL,
-            "ARVADOS_API_TOKEN": self.token or "",
-            "CRUNCH_SRC": paths.src,
-            "CRUNCH_SRC_COMMIT": job.script_version,
-            "CRUNCH_SRC_URL": job.repository,
-            "CRUNCH_TMP": paths.tmp,
-            "JOB_WORK": paths.job_work,
-            "TASK_WORK": paths.task_work,
-            "HOME": paths.task_work,
-            "TASK_KEEPMOUNT": paths.keep,
-            "CRUNCH_OUTPUT": paths.output,
-        }
+        # The job's own variables first: the run's own names below cannot be overridden.
+        return (
+            dict(job.environment or {})
+            | parameter_env(job.script_parameters or {})
+            | {
+                "JOB_UUID": job.uuid,
+                "CRUNCH_JOB_UUID": job.uuid,
+                "JOB_SCRIPT": job.script or "",
+                "TASK_SEQUENCE": "0",
+                "TASK_QSEQUENCE": "0",
+                "ARVADOS_API_HOST": settings.CRUNCH_API_URL,
+                "ARVADOS_API_TOKEN": self.token or "",
+                "CRUNCH_SRC": paths.src,
+                "CRUNCH_SRC_COMMIT": job.script_version or "",
+                "CRUNCH_SRC_URL": job.repository or job.working_dir or "",
+                "CRUNCH_TMP": paths.tmp,
+                "JOB_WORK": paths.job_work,
+                "TASK_WORK": paths.task_work,
+                "HOME": paths.task_work,
+                "TASK_KEEPMOUNT": paths.keep,
+                "CRUNCH_OUTPUT": paths.output,
+            }
+        )
 
     def _execute(self) -> bool:
         for attempt in range(1, MAX_TRIES + 1):
@@ -717,7 +753,7 @@ class Runner:
         collection = put_paths(
             self.client,
             [str(self.output_dir) + os.sep],
-            name=f"Output of {self.job.script} job {self.job.uuid}",
+            name=f"Output of job {self.job.uuid}: {what_runs(self.job)}"[:255],
             owner_uuid=self.job.owner_uuid,
         )
         return str(collection["portable_data_hash"])
@@ -733,7 +769,7 @@ class Runner:
                 collection = put_paths(
                     self.client,
                     [str(path)],
-                    name=f"Log from {self.job.script} job {self.job.uuid}",
+                    name=f"Log of job {self.job.uuid}: {what_runs(self.job)}"[:255],
                     owner_uuid=self.job.owner_uuid,
                 )
                 return str(collection["portable_data_hash"])

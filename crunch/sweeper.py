@@ -116,6 +116,7 @@ def save_log(job_uuid: str) -> None:
     from crunch.keepcli import CommandError, put_paths
     from jobs.models import Job
     from jobs.services import runs
+    from jobs.spec import what_runs
 
     job = Job.objects.get(uuid=job_uuid)
     token = runs.job_token_create(job=job, lifetime=dt.timedelta(minutes=10))
@@ -127,7 +128,7 @@ def save_log(job_uuid: str) -> None:
             collection = put_paths(
                 client,
                 [str(path)],
-                name=f"Log from {job.script} job {job_uuid}",
+                name=f"Log of job {job_uuid}: {what_runs(job)}"[:255],
                 owner_uuid=job.owner_uuid,
             )
         runs.job_set_log(job_uuid=job_uuid, log_pdh=str(collection["portable_data_hash"]))

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,17 @@ def identity_of(job: Any) -> dict[str, Any]:
     )
 
 
+def what_runs(job: Any) -> str:
+    """One line saying what a job runs, for logs and collection names."""
+    if job.command is not None:
+        line = shlex.join(job.command)
+        source = job.working_dir or (
+            f"{job.repository} {job.script_version}" if job.repository else None
+        )
+        return f"{line} (in {source})" if source else line
+    return f"{job.repository} {job.script_version} crunch_scripts/{job.script}"
+
+
 def identity_differences(mine: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:
     """What differs between two identities, in words (for `explain`)."""
     words = []
@@ -120,7 +132,9 @@ def identity_differences(mine: Mapping[str, Any], other: Mapping[str, Any]) -> l
         elif part == "run":
             words.append(f"it runs {canonical_json(b)}, not {canonical_json(a)}")
         else:
-            words.append(f"its {part.replace('_', ' ')} is {canonical_json(b)}")
+            words.append(
+                f"its {part.replace('_', ' ')} is {canonical_json(b)}, not {canonical_json(a)}"
+            )
     return words
 
 

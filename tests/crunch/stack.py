@@ -129,9 +129,13 @@ class Stack:
         assert response.status_code == 200, response.text
         return response.content
 
-    def crunch(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The `crunch` command as alice runs it against this stack."""
-        env = self.env | {"ARVADOS_API_HOST": self.url, "ARVADOS_API_TOKEN": self.token}
+    def crunch(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The `crunch` command as alice runs it against this stack (`env` adds variables)."""
+        env = (
+            self.env | {"ARVADOS_API_HOST": self.url, "ARVADOS_API_TOKEN": self.token} | (env or {})
+        )
         return subprocess.run(
             [sys.executable, "-m", "crunch.cli", *args],
             cwd=ROOT,
