@@ -246,6 +246,44 @@ def test_the_container_runtime_runs_a_script_inside_a_podman_image(
     assert podman("container", "exists", f"crunch-{job['uuid']}").returncode == 1
 
 
+def test_a_command_job_runs_as_the_images_entrypoint_in_its_writable_workdir(
+    container_stack: Stack, tmp_path: Path
+) -> None:
+    stack = container_stack
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "run.sh").write_text(
+        'echo "args=$*" > "$CRUNCH_OUTPUT/args.txt"\n'
+        'echo "greeting=$GREETING pwd=$(pwd) sh=$(readlink /bin/sh)" >> "$CRUNCH_OUTPUT/args.txt"\n'
+        'touch made-here && echo "workdir=writable" >> "$CRUNCH_OUTPUT/args.txt"\n'
+    )
+    done = stack.crunch(
+        "submit",
+        "--json",
+        "--workdir",
+        str(project),
+        "--image",
+        IMAGE_TAG,
+        "--env",
+        "GREETING=it's $HOME; `id`",
+        "--",
+        "sh",
+        "run.sh",
+        "two words",
+        "--flag",
+        env={"XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 0, done.stderr
+    job = stack.wait(json.loads(done.stdout)["uuid"])
+    assert job["state"] == "Complete", stack.log_text(stack.wait_for_log(job["uuid"]))
+    assert job["docker_image_locator"]
+    assert stack.file(job["output"], "args.txt").decode().splitlines() == [
+        "args=two words --flag",
+        "greeting=it's $HOME; `id` pwd=/crunch/src sh=busybox",
+        "workdir=writable",
+    ]
+
+
 def test_a_temporary_failure_in_a_container_is_tried_again(container_stack: Stack) -> None:
     stack = container_stack
     job = stack.wait(in_image(stack, "flaky", {})["uuid"])
