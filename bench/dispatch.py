@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dispatch.py [--jobs 500] [--workers 2] [--submitters 4] [--rate R]
                                        [--pings 200] [--idle-jobs 20] [--profile-jobs 30]
+                                       [--command-jobs 500]
                                        [--what-if db-reuse,small-buffers,fast-poll]
 
 What it does:
@@ -39,7 +40,10 @@ What it does:
    finished): the same delay with nothing queued, i.e. the dispatch path alone; CPU seconds
    each process group used during the batch; how busy the workers were; PostgreSQL
    sessions opened; run_job tasks that found nothing to claim.
-7. Profile (`--profile-jobs`, 0 to skip): the workers are stopped; jobs are submitted through
+7. Command jobs (`--command-jobs`, 0 to skip): the same batch as command jobs (the argv
+   `true`, no source tree), measured the same way right after, and their rate over the
+   script jobs' (target: at least 1).
+8. Profile (`--profile-jobs`, 0 to skip): the workers are stopped; jobs are submitted through
    the API and each is claimed and run in this process with `jobs.services.runs.job_claim`
    and `crunch.runner.Runner`, the same code the task runs, with its phases timed (wrappers
    installed here; no product file changes); then reference costs that size suggestions.
@@ -344,14 +348,20 @@ class Api:
             )
         return response.json()
 
-    def submit(self, i: int, tag: str) -> tuple[float, float, dict[str, Any]]:
-        """POST one job; (sent, answered) on the monotonic clock, and the answer."""
+    def submit(
+        self, i: int, tag: str, *, command: bool = False
+    ) -> tuple[float, float, dict[str, Any]]:
+        """POST one job (a script job, or with `command` the argv `true` over no tree);
+        (sent, answered) on the monotonic clock, and the answer."""
+        parameters = {"bench": tag, "i": i}
         body = {
-            "job": {
+            "job": {"command": ["true"], "script_parameters": parameters}
+            if command
+            else {
                 "repository": REPOSITORY,
                 "script": SCRIPT,
                 "script_version": "main",
-                "script_parameters": {"bench": tag, "i": i},
+                "script_parameters": parameters,
             }
         }
         sent = time.perf_counter()
@@ -822,6 +832,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pings", type=int, default=200, help="ping round trips, twice (200)")
     parser.add_argument("--idle-jobs", type=int, default=20, help="one-at-a-time jobs (20)")
+    parser.add_argument(
+        "--command-jobs", type=int, default=500, help="command jobs after the batch (500; 0: skip)"
+    )
     parser.add_argument("--warmup-jobs", type=int, default=6, help="unmeasured jobs first (6)")
     parser.add_argument("--profile-jobs", type=int, default=30, help="profiled jobs (30; 0: skip)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for the batch")
@@ -1048,11 +1061,41 @@ def run(args: argparse.Namespace, stack: Stack) -> int:
         task_outcomes(stack),
     )
 
+    if args.command_jobs > 0:
+        command_batch(args, stack, api, script_rate=batch_rate(times))
+
     if args.profile_jobs > 0:
         for worker in workers:
             stack.stop(worker)
         profile_runner(stack, api, args.profile_jobs, args.what_if)
     return 0
+
+
+def batch_rate(times: list[JobTimes]) -> float:
+    """jobs / (last finished_at - first created_at)."""
+    last_finished = max(t.finished_at for t in times if t.finished_at)
+    return len(times) / (last_finished - min(t.created_at for t in times)).total_seconds()
+
+
+def command_batch(args: argparse.Namespace, stack: Stack, api: Api, *, script_rate: float) -> None:
+    """The same batch as command jobs (`true`, no source tree), right after the script jobs:
+    their rate side by side (target: no less than the script jobs')."""
+    with ThreadPoolExecutor(max_workers=args.submitters) as pool:
+        answers = list(
+            pool.map(lambda i: api.submit(i, "command", command=True), range(args.command_jobs))
+        )
+    uuids = [job["uuid"] for _, _, job in answers]
+    wait_finished(stack, uuids, args.timeout)
+    times = job_times(args.database_url, uuids)
+    check_complete(stack, times, api)
+    rate = batch_rate(times)
+    ratio = rate / script_rate
+    print()
+    print(f"Command jobs ({len(times)} `true` jobs over no tree, the same way, just after):")
+    print(f"  jobs/s = {rate:.2f}; the script jobs' {script_rate:.2f}")
+    verdict = "MET" if ratio >= 1 else "NOT MET"
+    print(f"  command/script rate: {ratio:.2f} (target >= 1: {verdict})")
+    print(f"  median delay created -> Running: {ms(median([t.delay for t in times]))} ms")
 
 
 _RECEIVED = re.compile(

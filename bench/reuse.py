@@ -30,6 +30,9 @@ What it does:
      `[["repository","=",..],["script","=",..],["script_version","in git",<commit 1,000
      before main>]]`, script_version `main`: the range is 1,000 commits plus the minimum;
    - `hit_legacy`: the same without filters (the legacy form: script_version `main`);
+   - `hit_command`: POST /arvados/v1/jobs?find_or_create=true of a command job (an argv over
+     an uploaded directory, its environment in another order) that one completed job has:
+     found by its reuse key among the million;
    - `miss`: like `hit_filters` with parameters no job has (different every request): a job
      is created (resolution, validation, internal tag, insert);
    - `original_git`: the original's per-request git processes, as subprocesses timed here:
@@ -197,6 +200,8 @@ class Fixture:
     filters_hit_uuid: str  # what hit_filters must return
     legacy_hit_uuid: str  # what hit_legacy must return
     jobs_total: int
+    command_hit_uuid: str = ""  # what hit_command must return
+    command_workdir: str = ""  # its working directory (a PDH)
 
 
 def manifest_for(name: str, content: str) -> tuple[str, str]:
@@ -374,7 +379,10 @@ def load_data(*, n_jobs: int, database_url: str) -> Fixture:
     with transaction.atomic():
         token = token_create(user=user).api_token
     assert token is not None
+    command_hit_uuid, command_workdir = command_hit(user)
     return Fixture(
+        command_hit_uuid=command_hit_uuid,
+        command_workdir=command_workdir,
         user=user,
         token=token,
         hit_repo_path=git.repository_path(_fixed_uuid(Repository, "benchr", 0)),
@@ -384,6 +392,48 @@ def load_data(*, n_jobs: int, database_url: str) -> Fixture:
         legacy_hit_uuid=legacy_hit.uuid,
         jobs_total=n_jobs,
     )
+
+
+COMMAND = ["python3", "train.py", "--epochs", "3"]
+COMMAND_ENVIRONMENT = {"SEED": "7", "MODE": "fast"}
+COMMAND_DESCRIPTION = "bench: the command job hit_command reuses"
+
+
+def command_hit(user: Any) -> tuple[str, str]:
+    """A completed command job of `user` over an uploaded directory, made through the job
+    service (so its reuse key is the product's), that `hit_command` must return; and that
+    directory's PDH. Among a million jobs with keys of their own, it is found by its key."""
+    from jobs.models import Collection, Job
+    from jobs.services.jobs import SERVICE
+    from jobs.services.objects import Actor
+    from jobs.services.resources import service_for
+    from jobs.services.tokens import system_user
+
+    found = Job.objects.filter(description=COMMAND_DESCRIPTION, owner_uuid=user.uuid).first()
+    if found is not None:  # a re-run over the same data
+        return found.uuid, str(found.working_dir)
+
+    def collection(name: str, content: str) -> str:
+        made = service_for(Collection).create(
+            actor=Actor(system_user()),
+            attrs={"manifest_text": manifest_for(name, content)[1], "owner_uuid": user.uuid},
+        )
+        return str(made.portable_data_hash)
+
+    workdir = collection("train.py", "print('training')\n")
+    job = SERVICE.create(
+        actor=Actor(user),
+        attrs={
+            "command": COMMAND,
+            "working_dir": workdir,
+            "environment": COMMAND_ENVIRONMENT,
+            "state": "Complete",
+            "output": collection("model.txt", "the command's output\n"),
+            "log": collection("job.log", "the command's log\n"),
+            "description": COMMAND_DESCRIPTION,
+        },
+    )
+    return job.uuid, workdir
 
 
 def _load_jobs(
@@ -701,6 +751,18 @@ def requests_for(fx: Fixture, run_id: str) -> dict[str, tuple[str, str, Callable
         "get": ("GET", f"/arvados/v1/jobs/{fx.filters_hit_uuid}", lambda: None),
         "hit_filters": ("POST", create, lambda: job(HIT_PARAMETERS)),
         "hit_legacy": ("POST", legacy, lambda: job(HIT_PARAMETERS)),
+        "hit_command": (
+            "POST",
+            legacy,
+            lambda: {
+                "job": {
+                    "command": COMMAND,
+                    "working_dir": fx.command_workdir,
+                    # Another order of the same environment: the same identity.
+                    "environment": dict(reversed(COMMAND_ENVIRONMENT.items())),
+                }
+            },
+        ),
         "miss": (
             "POST",
             create,
@@ -716,6 +778,8 @@ def check(name: str, answer: Any, fx: Fixture) -> None:
     """The answers must be the real thing, or the timings mean nothing."""
     if name in ("get", "hit_filters"):
         ok = answer.get("uuid") == fx.filters_hit_uuid and answer.get("state") == "Complete"
+    elif name == "hit_command":
+        ok = answer.get("uuid") == fx.command_hit_uuid and answer.get("state") == "Complete"
     elif name == "hit_legacy":
         ok = answer.get("uuid") == fx.legacy_hit_uuid and answer.get("script_version") == fx.head
     elif name == "miss":
@@ -877,6 +941,7 @@ def report(eps: list[Endpoint], counts: dict[str, int]) -> None:
 
     ratio("hit_filters", "get", TARGETS["hit/get"], "")
     ratio("hit_legacy", "get", TARGETS["hit/get"], "")
+    ratio("hit_command", "get", TARGETS["hit/get"], "a command job found by its reuse key")
     ratio("hit_filters", "original_git", TARGETS["hit/original_git"], "whole request vs git alone")
     ratio("hit_legacy", "original_git", TARGETS["hit/original_git"], "whole request vs git alone")
     ratio("hit_filters", "original_git_full", None, "vs every git process the original ran")
