@@ -30,16 +30,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from jobs import docker, git
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
-from jobs.models import Job, JobReuse, JobState, User
-from jobs.selectors import readable_pdhs, restrict_readable
+from jobs.models import Job, JobState, User
+from jobs.selection import (
+    CANDIDATE_ORDER,
+    EXPLAIN_LIMIT,
+    REUSED,
+    Submission,
+    reuse_record,
+    select,
+    state_reason,
+)
+from jobs.selectors import restrict_readable
 from jobs.services.jobs import SERVICE, parameters_digest, require_attributes
 from jobs.services.objects import Actor
 
@@ -287,12 +294,7 @@ def identity_lock(*, repository: str, script: str, digest: str) -> Iterator[None
             yield
 
 
-# --- Candidates and the selection loop --------------------------------------------------
-
-
-# §3.5 item 6: Running, Queued, then Complete ("R" > "Q" > "C"), oldest first; the id
-# settles jobs created within the same microsecond.
-CANDIDATE_ORDER = ("-state", "created_at", "id")
+# --- Candidates ---------------------------------------------------------------------------
 
 
 def candidates_queryset(*, user: User, digest: str, filters: list[Any]) -> Any:
@@ -306,131 +308,7 @@ def candidates_queryset(*, user: User, digest: str, filters: list[Any]) -> Any:
     return restrict_readable(queryset, [user])
 
 
-REFUSED = object()
-REUSED = "reused"
-
-
-def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
-    """§3.6 / §3.7 over candidates in order; returns the choice and a reason per job.
-
-    The reason of the job returned starts with "reused"; no other reason does.
-    """
-    reasons: dict[str, str] = {}
-    incomplete: Job | None = None
-    chosen: Any = None  # a Job, REFUSED or None
-    provisional: Job | None = None  # the job chosen before a refusal, if any
-    reference: Job | None = None  # the completed job whose output the others must match
-    refusal: str | None = None  # why no completed job is reused
-    differ_ok = settings.CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER
-    readable = readable_pdhs(
-        user,
-        {p for j in jobs if j.state == JobState.COMPLETE for p in (j.output, j.log) if p},
-    )
-
-    for job in jobs:
-        if job.state != JobState.COMPLETE:
-            if incomplete is None:
-                incomplete = job
-                reasons[job.uuid] = f"your own {job.state} job: reused only if no completed job is"
-            else:
-                reasons[job.uuid] = (
-                    f"your own {job.state} job, but your {incomplete.state} job "
-                    f"{incomplete.uuid} comes first"
-                )
-            continue
-        if refusal is not None:
-            reasons[job.uuid] = f"not considered: {refusal}"
-            continue
-        if job.output is None:
-            reasons[job.uuid] = "completed without an output"
-            continue
-        if job.log is None:
-            reasons[job.uuid] = "completed without a log"
-            continue
-        if differ_ok:
-            if job.output not in readable:
-                reasons[job.uuid] = f"its output {job.output} is not readable by you"
-            elif job.log not in readable:
-                reasons[job.uuid] = f"its log {job.log} is not readable by you"
-            else:
-                reasons[job.uuid] = (
-                    f"{REUSED}: the oldest completed job with a readable output and log "
-                    "(outputs may differ: CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER)"
-                )
-                return job, reasons
-            continue
-        if reference is not None:
-            if job.output != reference.output:
-                chosen = REFUSED
-                refusal = (
-                    f"completed jobs disagree on the output: {reference.uuid} has "
-                    f"{reference.output}, {job.uuid} has {job.output}"
-                )
-                reasons[job.uuid] = (
-                    f"its output {job.output} disagrees with {reference.output}, the output "
-                    f"of {reference.uuid}: no completed job is reused"
-                )
-            elif chosen is reference:
-                reasons[job.uuid] = f"same output as {reference.uuid}, which is older"
-            else:
-                reasons[job.uuid] = (
-                    f"same output as {reference.uuid}, whose log is not readable by you: "
-                    "only the oldest completed job with an output and a log can be reused"
-                )
-            continue
-        if job.output not in readable:
-            chosen = REFUSED
-            refusal = (
-                f"the output {job.output} of {job.uuid}, the oldest completed job with an "
-                "output and a log, is not readable by you"
-            )
-            reasons[job.uuid] = (
-                f"its output {job.output} is not readable by you: no completed job is reused"
-            )
-            continue
-        reference = job
-        if job.log not in readable:
-            reasons[job.uuid] = (
-                f"its log {job.log} is not readable by you (later completed jobs must still "
-                f"have its output {job.output})"
-            )
-            continue
-        chosen = provisional = job
-        reasons[job.uuid] = f"{REUSED}: the oldest completed job with a readable output and log"
-    if provisional is not None and refusal is not None:
-        reasons[provisional.uuid] = (
-            f"not reused although its output and log are readable: {refusal}"
-        )
-    result: Job | None = chosen if isinstance(chosen, Job) else incomplete
-    if result is not None and result.state != JobState.COMPLETE:
-        reasons[result.uuid] = f"{REUSED}: your own {result.state} job" + (
-            f" (no completed job is reused: {refusal})"
-            if refusal
-            else " (no completed job qualifies)"
-        )
-    return result, reasons
-
-
 # --- Explanations -----------------------------------------------------------------------
-
-EXPLAIN_LIMIT = 50
-
-
-def state_reason(job: Job, user: User) -> str | None:
-    """Why `job`'s state keeps it out of the candidates (§3.5 item 2), or None."""
-    if job.state == JobState.COMPLETE:
-        return None
-    if job.state in (JobState.QUEUED, JobState.RUNNING):
-        if job.owner_uuid == user.uuid:
-            return None
-        return (
-            f"it is another user's {job.state} job: only Complete jobs, or your own Queued "
-            "or Running ones, are reused"
-        )
-    return (
-        f"its state is {job.state}: only Complete jobs, or your own Queued or Running ones, "
-        "are reused"
-    )
 
 
 def explain_candidates(
@@ -489,30 +367,6 @@ def explain_candidates(
 
 
 # --- The entry point --------------------------------------------------------------------
-
-
-@dataclass
-class Submission:
-    job: Job
-    reused: bool
-    explanation: dict[str, Any] | None = None
-
-
-def reuse_record(
-    *, job: Job, actor: Actor, attrs: dict[str, Any], filters: list[Any] | None
-) -> None:
-    """Write down that `job` was handed back for a submission: one INSERT, the only write
-    on the reuse path. Nothing about the job itself changes when it is reused, so this row
-    is the only trace of it (the operator's "reused" filter and the job's reuse events)."""
-    supplied = attrs.get("script_version")
-    JobReuse.objects.create(
-        job_uuid=job.uuid,
-        reused_by_user_uuid=actor.user.uuid,
-        reused_by_client_uuid=actor.client_uuid,
-        created_at=timezone.now(),
-        supplied_script_version=supplied[:255] if isinstance(supplied, str) else None,
-        filters=filters or None,
-    )
 
 
 def flag(value: Any, name: str) -> bool:

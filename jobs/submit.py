@@ -18,12 +18,12 @@ from django.db.models import Q
 
 from jobs import spec as specs
 from jobs.models import Job, JobState
-from jobs.reuse import (
+from jobs.reuse import identity_lock
+from jobs.selection import (
     CANDIDATE_ORDER,
     EXPLAIN_LIMIT,
     REUSED,
     Submission,
-    identity_lock,
     reuse_record,
     select,
     state_reason,
