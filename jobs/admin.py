@@ -60,6 +60,7 @@ from jobs.models.jobs import DESCRIPTION_MAX
 from jobs.services.jobs import SERVICE as JOB_SERVICE
 from jobs.services.jobs import job_cancel
 from jobs.services.objects import Actor
+from jobs.spec import what_runs
 
 READ_ONLY_COMMON = (
     "uuid",
@@ -333,6 +334,11 @@ def requeue_attrs(job: Job, *, by: User) -> dict[str, Any]:
         "script": job.script,
         "script_version": job.script_version,
         "supplied_script_version": job.supplied_script_version,
+        "command": copy.deepcopy(job.command),
+        "working_dir": job.working_dir,
+        "environment": copy.deepcopy(job.environment),
+        "labels": copy.deepcopy(job.labels),
+        "meta": copy.deepcopy(job.meta),
         "script_parameters": copy.deepcopy(job.script_parameters)
         if job.script_parameters is not None
         else {},
@@ -457,8 +463,7 @@ class JobAdmin(admin.ModelAdmin):
     list_display = (
         "uuid",
         "state",
-        "repository",
-        "script",
+        "what_runs",
         "short_version",
         "priority",
         "owner",
@@ -509,6 +514,11 @@ class JobAdmin(admin.ModelAdmin):
                     "script",
                     "script_version",
                     "supplied_script_version",
+                    "command",
+                    "working_dir",
+                    "environment",
+                    "labels",
+                    "meta",
                     "parameters",
                     "constraints",
                     "image",
@@ -536,6 +546,7 @@ class JobAdmin(admin.ModelAdmin):
                     "tasks",
                     "children",
                     "script_parameters_digest",
+                    "reuse_key",
                     "submit_id",
                     "owner_uuid",
                     "modified_at",
@@ -800,7 +811,12 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="commit", ordering="script_version")
     def short_version(self, job: Job) -> str:
-        return job.script_version[:12]
+        return (job.script_version or "")[:12]
+
+    @admin.display(description="runs", ordering="script")
+    def what_runs(self, job: Job) -> str:
+        text = what_runs(job)
+        return text if len(text) <= 70 else text[:69] + "…"
 
     @admin.display(description="owner", ordering="owner_name")
     def owner(self, job: Job) -> str:

@@ -28,19 +28,6 @@ QUEUE = "admin:jobs_job_queue"
 CHANGELIST = "admin:jobs_job_changelist"
 
 
-@pytest.fixture
-def staff(client: Any, admin: tuple[Any, str]) -> Any:
-    """The test client logged in as a staff user (the admin), through the login form."""
-    user = with_password(admin[0])
-    response = client.post(
-        reverse("admin:login"),
-        {"username": user.username, "password": PASSWORD, "next": reverse("admin:index")},
-    )
-    assert response.status_code == 302, response.content[:500]
-    client.user = user
-    return client
-
-
 def notes(response: Any) -> list[tuple[str, str]]:
     """The messages a response leaves for the operator (shown on the next page after a
     redirect)."""
