@@ -416,7 +416,7 @@ def command_hit(user: Any) -> tuple[str, str]:
     def collection(name: str, content: str) -> str:
         made = service_for(Collection).create(
             actor=Actor(system_user()),
-            attrs={"manifest_text": manifest_for(name, content)[1], "owner_uuid": user.uuid},
+            attrs={"manifest_text": manifest_for(name, content)[0], "owner_uuid": user.uuid},
         )
         return str(made.portable_data_hash)
 

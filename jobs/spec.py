@@ -163,6 +163,8 @@ class JobSpec:
     priority: int | None = None
     owner_uuid: str | None = None
     description: str | None = None
+    # The front door that submitted it (recorded on the job, not part of its identity).
+    door: str = "arvados"
 
     def attrs(self) -> dict[str, Any]:
         """The job record's attributes, for the write path."""

@@ -90,6 +90,8 @@ class Job(ArvadosModel):
     meta = models.JSONField(null=True, blank=True)
     # sha256 of the canonical identity (jobs/spec.py); the lookup of exact reuse.
     reuse_key = models.CharField(max_length=64, null=True, blank=True, db_index=True)
+    # The front door the job came through (arvados, bacalhau, nomad, ray): provenance.
+    door = models.CharField(max_length=32, default="arvados")
 
     API_FIELDS: ClassVar[tuple[str, ...]] = (
         "submit_id",
@@ -125,6 +127,7 @@ class Job(ArvadosModel):
         "environment",
         "labels",
         "meta",
+        "door",
     )
     CLIENT_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -168,6 +171,7 @@ class Job(ArvadosModel):
             "queue_position",
             "node_uuids",
             "scheduling_status",
+            "door",
         }
     )
     HASH_FIELDS: ClassVar[frozenset[str]] = frozenset(

@@ -292,3 +292,26 @@ def test_no_reuse_flag_on_command_jobs(w, workdir):
     complete(w, first)
     body = submit(w, command_job(workdir, no_reuse=True))
     assert body["uuid"] != first["uuid"]
+
+
+def test_the_door_is_recorded_and_not_settable(w, workdir, active):
+    from jobs.services.objects import Actor
+    from jobs.spec import JobSpec
+    from jobs.submit import job_submit
+
+    job = create(w, command_job(workdir, door="ray"))  # a client cannot claim another door
+    assert job["door"] == "arvados"
+    complete(w, job)
+    submitted = job_submit(
+        actor=Actor(active[0]),
+        spec=JobSpec(command=("true",), door="nomad"),
+        reuse=True,
+    )
+    assert submitted.job.door == "nomad" and not submitted.reused
+    again = job_submit(
+        actor=Actor(active[0]),
+        spec=JobSpec(command=tuple(job["command"]), working_dir=workdir, door="bacalhau"),
+        reuse=True,
+    )
+    # Reuse across doors: the same identity, whichever door asks.
+    assert again.reused and again.job.uuid == job["uuid"] and again.job.door == "arvados"
