@@ -29,8 +29,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import docker, git, permissions
-from jobs.exceptions import InvalidRequest, NotFound, PermissionDenied, RepositoryUnusable
-from jobs.models import Job, JobState, Link, User
+from jobs.exceptions import (
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+    RepositoryUnusable,
+)
+from jobs.models import ExecutionState, Job, JobState, Link, User
 from jobs.models.jobs import ACTIVE_STATES, DESCRIPTION_MAX, STATES
 from jobs.selectors import object_by_uuid
 from jobs.services.executions import executions_end_running
@@ -408,12 +414,12 @@ def _cancel(*, actor: Actor, job: Job, cascade: bool, seen: set[str]) -> Job:
         if cancelled is None:
             current = Job.objects.get(pk=job.pk)
             if current.state != JobState.CANCELLED:
-                raise InvalidRequest(f"State invalid change from {current.state} to Cancelled")
+                raise InvalidTransition(current.uuid, frm=current.state, to=JobState.CANCELLED)
         else:
             current = cancelled
             executions_end_running(
                 job_uuid=current.uuid,
-                state="Cancelled",
+                state=ExecutionState.CANCELLED,
                 reason=f"the job was cancelled by {actor.user.uuid}",
             )
             notify(current.uuid)
