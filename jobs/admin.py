@@ -899,7 +899,7 @@ class JobAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             '<tr class="execution-{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
-            "<td>{}</td><td>{}</td><td>{}</td><td>chunk {}</td><td>{}</td></tr>",
+            '<td>{}</td><td>{}</td><td>{}</td><td>chunk {}</td><td class="reason">{}</td></tr>',
             (
                 (
                     e.state.lower(),
