@@ -368,6 +368,13 @@ class JobService(ResourceService):
                 setattr(job, name, before[name])
 
     def after_save(self, obj: Any, *, actor: Actor, creating: bool) -> None:
+        before: dict[str, Any] = getattr(obj, "_before", {})
+        if (
+            not creating
+            and obj.state == JobState.CANCELLED
+            and before.get("state") in ACTIVE_STATES
+        ):
+            _end_executions_cancelled(job_uuid=obj.uuid, actor=actor)
         notify(obj.uuid)  # followers show state and queue position
         if creating and obj.state == JobState.QUEUED:
             from jobs.services.runs import dispatch_on_commit
@@ -417,11 +424,7 @@ def _cancel(*, actor: Actor, job: Job, cascade: bool, seen: set[str]) -> Job:
                 raise InvalidTransition(current.uuid, frm=current.state, to=JobState.CANCELLED)
         else:
             current = cancelled
-            executions_end_running(
-                job_uuid=current.uuid,
-                state=ExecutionState.CANCELLED,
-                reason=f"the job was cancelled by {actor.user.uuid}",
-            )
+            _end_executions_cancelled(job_uuid=current.uuid, actor=actor)
             notify(current.uuid)
     if cascade:
         for child_uuid in (current.components or {}).values():
@@ -431,6 +434,16 @@ def _cancel(*, actor: Actor, job: Job, cascade: bool, seen: set[str]) -> Job:
             if child is not None and child.state in (JobState.QUEUED, JobState.RUNNING):
                 _cancel(actor=actor, job=child, cascade=True, seen=seen)
     return current
+
+
+def _end_executions_cancelled(*, job_uuid: str, actor: Actor) -> None:
+    """A cancelled job's Running executions end Cancelled at once (its runner, if alive,
+    stops the script within seconds; if its worker is gone, nobody else would end them)."""
+    executions_end_running(
+        job_uuid=job_uuid,
+        state=ExecutionState.CANCELLED,
+        reason=f"the job was cancelled by {actor.user.uuid}",
+    )
 
 
 def job_lock(*, actor: Actor, job: Job) -> Job:

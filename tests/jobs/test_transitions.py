@@ -267,3 +267,17 @@ def test_executions_number_their_attempts_and_end_once(active: Any) -> None:
     }
     with pytest.raises(ValueError):
         execution_finish(execution=second, state="Running", exit_code=None)
+
+
+def test_a_cancel_through_put_ends_the_running_execution_too(active: Any) -> None:
+    from jobs.services.jobs import SERVICE
+
+    user = active[0]
+    job = make_job(user, state="Running", is_locked_by_uuid=system_user().uuid)
+    execution = execution_start(job=job, node_uuid=None, hostname="w1", log_seq=0)
+    SERVICE.update(actor=Actor(user=user), obj=job, attrs={"state": "Cancelled"})
+    execution.refresh_from_db()
+    assert (execution.state, execution.reason) == (
+        "Cancelled",
+        f"the job was cancelled by {user.uuid}",
+    )
