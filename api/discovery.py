@@ -14,7 +14,10 @@ is *generated*, never written by hand:
   parameters to / overrides keys of that method. `"response": None` means "no `response`
   key": the SDK then returns the raw bytes (log streams);
 - an `EXTRA_METHODS` entry with its own `path` and `httpMethod` describes a method whose
-  action is not implemented yet (jobs' `log_tail_follow`); its route answers 404 until then.
+  action is not implemented yet (jobs' `log_tail_follow`); its route answers 404 until then;
+- a viewset's `EXTRA_SCHEMAS` are models its extra methods return that are not resources of
+  their own (jobs' executions): each gets a `<Kind>` and a `<Kind>List` schema, typed like a
+  resource's attributes.
 
 Not advertised on purpose: `configs` (we do not serve `/arvados/v1/config`, and the SDK fetches
 it inside `arvados.api()` whenever it is advertised, failing the build on a 404),
@@ -260,6 +263,8 @@ class ResourceDescription:
     kind: str  # "Link": the schema names are <kind> and <kind>List
     properties: dict[str, dict[str, Any]]
     extra_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Other objects the methods return: kind -> properties.
+    extra_schemas: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def methods(self) -> dict[str, dict[str, Any]]:
         methods = _standard_methods(self)
@@ -271,42 +276,53 @@ class ResourceDescription:
         return methods
 
     def schemas(self) -> dict[str, dict[str, Any]]:
-        return {
-            self.kind: {
-                "id": self.kind,
-                "description": f"Arvados {self.singular.replace('_', ' ')}.",
-                "type": "object",
-                "uuidPrefix": infix_for(self.kind),
-                "properties": self.properties,
-            },
-            f"{self.kind}List": {
-                "id": f"{self.kind}List",
-                "description": f"A list of {self.kind} objects.",
-                "type": "object",
-                "properties": {
-                    "kind": {
-                        **STRING,
-                        "description": "Object type. Always "
-                        f"arvados#{self.kind[0].lower()}{self.kind[1:]}List.",
-                        "default": f"arvados#{self.kind[0].lower()}{self.kind[1:]}List",
-                    },
-                    "etag": {**STRING, "description": "List version."},
-                    "self_link": STRING,
-                    "offset": INTEGER,
-                    "limit": INTEGER,
-                    "items_available": {
-                        **INTEGER,
-                        "description": "The total number of "
-                        "matching objects (absent with count=none).",
-                    },
-                    "items": {
-                        "type": "array",
-                        "description": f"The list of {self.kind}s.",
-                        "items": {"$ref": self.kind},
-                    },
+        schemas = object_schemas(
+            self.kind, f"Arvados {self.singular.replace('_', ' ')}.", self.properties
+        )
+        for kind, properties in self.extra_schemas.items():
+            schemas |= object_schemas(kind, f"{kind} (in {self.resource} methods).", properties)
+        return schemas
+
+
+def object_schemas(
+    kind: str, description: str, properties: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The `<kind>` and `<kind>List` schemas of one kind of object."""
+    list_kind = f"arvados#{kind[0].lower()}{kind[1:]}List"
+    return {
+        kind: {
+            "id": kind,
+            "description": description,
+            "type": "object",
+            "uuidPrefix": infix_for(kind),
+            "properties": properties,
+        },
+        f"{kind}List": {
+            "id": f"{kind}List",
+            "description": f"A list of {kind} objects.",
+            "type": "object",
+            "properties": {
+                "kind": {
+                    **STRING,
+                    "description": f"Object type. Always {list_kind}.",
+                    "default": list_kind,
+                },
+                "etag": {**STRING, "description": "List version."},
+                "self_link": STRING,
+                "offset": INTEGER,
+                "limit": INTEGER,
+                "items_available": {
+                    **INTEGER,
+                    "description": "The total number of matching objects (absent with count=none).",
+                },
+                "items": {
+                    "type": "array",
+                    "description": f"The list of {kind}s.",
+                    "items": {"$ref": kind},
                 },
             },
-        }
+        },
+    }
 
 
 def describe_viewset(viewset: Any) -> ResourceDescription:
@@ -339,12 +355,24 @@ def describe_viewset(viewset: Any) -> ResourceDescription:
                 f"{viewset.__name__}.EXTRA_METHODS[{name!r}] names no action of the viewset"
             )
         extra_methods[name] = spec
+    extra_schemas = {}
+    for other in viewset.EXTRA_SCHEMAS:
+        other_hash_fields = frozenset(getattr(other, "HASH_FIELDS", frozenset()))
+        extra_schemas[other.class_name()] = {
+            "kind": dict(STRING),
+            "etag": dict(STRING),
+            **{
+                name: field_schema(other, name, other_hash_fields) or dict(STRING)
+                for name in other.all_api_fields()
+            },
+        }
     return ResourceDescription(
         resource=viewset.resource,
         singular=viewset.singular,
         kind=model.class_name(),
         properties=properties,
         extra_methods=extra_methods,
+        extra_schemas=extra_schemas,
     )
 
 

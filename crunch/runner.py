@@ -13,6 +13,10 @@
    else, a timeout (`runtime_constraints.max_run_time`) or a lost commit: Failed;
 6. `CRUNCH_OUTPUT` becomes the output collection and the whole log the log collection.
 
+Each attempt is an execution (`jobs.services.executions`): the first starts when the run
+does (its log begins at chunk 0), each retry starts another whose log begins where the
+previous one's ended, and each ends with its exit code, or with why it was stopped.
+
 Two runtimes start and stop the script:
 
 - `LocalRuntime` (no `docker_image_locator`): a process in its own process group, as
@@ -41,6 +45,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -55,8 +60,8 @@ from django.conf import settings
 from crunch.client import ApiClient, ClientConfig, ClientError
 from crunch.dockercli import container_cli
 from crunch.keepcli import CommandError, fetch_tree, get_target, put_paths
-from jobs.models import Job, JobState
-from jobs.services import runs
+from jobs.models import Execution, ExecutionState, Job, JobState
+from jobs.services import executions, runs
 from jobs.spec import what_runs
 
 log = logging.getLogger("crunch.runner")
@@ -484,11 +489,15 @@ class Runner:
         self.runtime: Runtime = (
             ContainerRuntime(self) if job.docker_image_locator else LocalRuntime(self)
         )
+        self.execution: Execution | None = None  # the attempt under way
+        self.exit_code: int | None = None  # the last attempt's
+        self.stopped: tuple[str, str] | None = None  # how and why the last attempt was stopped
 
     def run(self) -> Job:
         success = False
         output: str | None = None
         try:
+            self._attempt_start()
             self.token = runs.job_token_create(
                 job=self.job, lifetime=dt.timedelta(seconds=settings.CRUNCH_JOB_TOKEN_TTL)
             )
@@ -500,10 +509,13 @@ class Runner:
             success = self._execute()
             if success:
                 output = self._save_output()
+                self._attempt_end(ExecutionState.COMPLETE)
         except (RunFailed, ClientError, CommandError, OSError, subprocess.SubprocessError) as exc:
             self.log.note(f"failed: {exc}")
+            self._attempt_end(ExecutionState.FAILED, reason=f"failed: {exc}")
             success = False
         finally:
+            self._attempt_end(ExecutionState.FAILED, reason="the run ended unexpectedly")
             try:
                 self.runtime.close()
             except (OSError, subprocess.SubprocessError) as exc:
@@ -682,15 +694,40 @@ class Runner:
             }
         )
 
+    def _attempt_start(self) -> None:
+        """A new execution, whose log begins with the next chunk."""
+        self.log.flush()
+        self.exit_code, self.stopped = None, None
+        node_uuid = self.job.worker_node_uuid
+        self.execution = executions.execution_start(
+            job=self.job,
+            node_uuid=node_uuid,
+            hostname=None if node_uuid else socket.gethostname(),
+            log_seq=self.log.seq,
+        )
+
+    def _attempt_end(self, state: str, *, reason: str | None = None) -> None:
+        """End the execution under way, if any, with the last exit code."""
+        if self.execution is not None:
+            executions.execution_finish(
+                execution=self.execution, state=state, exit_code=self.exit_code, reason=reason
+            )
+            self.execution = None
+
     def _execute(self) -> bool:
         for attempt in range(1, MAX_TRIES + 1):
-            code = self._run_once()
+            if attempt > 1:
+                self._attempt_start()
+            code = self.exit_code = self._run_once()
             if code == 0:
                 self.log.note("the script succeeded")
-                return True
+                return True  # the execution ends once the output is saved
             if code == TEMPORARY_FAILURE and attempt < MAX_TRIES:
                 self.log.note(
                     f"temporary failure (exit {code}); trying again ({attempt + 1} of {MAX_TRIES})"
+                )
+                self._attempt_end(
+                    ExecutionState.FAILED, reason=f"temporary failure (exit {code}): tried again"
                 )
                 for path in (self.output_dir, self.task_work):
                     shutil.rmtree(path, ignore_errors=True)
@@ -699,8 +736,11 @@ class Runner:
                         os.chown(path, *self.user)
                 continue
             if code is None:
+                state, why = self.stopped or (ExecutionState.FAILED, "stopped")
+                self._attempt_end(state, reason=why)
                 return False
             self.log.note(f"the script failed with exit code {code}")
+            self._attempt_end(ExecutionState.FAILED)
             return False
         return False
 
@@ -721,10 +761,12 @@ class Runner:
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 stopped_because = f"the run took longer than max_run_time ({limit} s)"
+                self.stopped = (ExecutionState.FAILED, stopped_because)
             elif now - last_poll >= CANCEL_POLL_SECONDS:
                 last_poll = now
                 if runs.job_state(job_uuid=self.job.uuid) != JobState.RUNNING:
                     stopped_because = "the job was cancelled"
+                    self.stopped = (ExecutionState.CANCELLED, stopped_because)
             if stopped_because:
                 self.runtime.stop(process)
                 break

@@ -3,10 +3,10 @@ and steer jobs.
 
 Jobs get more than the generic pages: a queue page in the dispatcher's order (what waits,
 why it cannot be placed, what runs where), list filters and actions (cancel, change
-priority, requeue as a new job), and a job page with its timings, reuse events and a live
-tail of its log. Every change to a job goes through `jobs.services.jobs`, acting as the
-staff user, so the API's validation and bookkeeping apply; a refusal becomes an error
-message on the page, never a server error.
+priority, requeue as a new job), and a job page with its timings, its executions (each
+attempt to run it), reuse events and a live tail of its log. Every change to a job goes
+through `jobs.services.jobs`, acting as the staff user, so the API's validation and
+bookkeeping apply; a refusal becomes an error message on the page, never a server error.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from jobs.follow import JobView
 from jobs.models import (
     ApiClientAuthorization,
     Collection,
+    ExecutionState,
     Group,
     Job,
     JobReuse,
@@ -57,6 +58,7 @@ from jobs.models import (
     User,
 )
 from jobs.models.jobs import DESCRIPTION_MAX
+from jobs.selectors import job_executions
 from jobs.services.jobs import SERVICE as JOB_SERVICE
 from jobs.services.jobs import job_cancel
 from jobs.services.objects import Actor
@@ -527,6 +529,7 @@ class JobAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Executions", {"fields": ("executions",)}),
         ("Results", {"fields": ("output_collection", "log_collection")}),
         ("Reuse", {"fields": ("reuse_events",)}),
         (
@@ -892,6 +895,49 @@ class JobAdmin(admin.ModelAdmin):
             reverse("admin:jobs_node_change", args=[node.pk]),
             node.hostname or node.uuid,
             node.uuid,
+        )
+
+    @admin.display(description="executions")
+    def executions(self, job: Job) -> SafeString | str:
+        """Each attempt to run the job: where, how it ended, and where its log begins."""
+        shown = list(job_executions(job_uuid=job.uuid))
+        if not shown:
+            return "none yet: no worker has started the job"
+        now = timezone.now()
+
+        def stamp(value: dt.datetime | None) -> str:
+            return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+        def duration(e: Any) -> str:
+            end = e.finished_at or (now if e.state == ExecutionState.RUNNING else None)
+            return human_duration(end - e.started_at if end else None)
+
+        rows = format_html_join(
+            "",
+            '<tr class="execution-{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+            '<td>{}</td><td>{}</td><td>{}</td><td>chunk {}</td><td class="reason">{}</td></tr>',
+            (
+                (
+                    e.state.lower(),
+                    e.attempt if not e.replica else f"{e.attempt} (replica {e.replica})",
+                    e.hostname or "-",
+                    e.node_uuid or "-",
+                    e.state,
+                    "-" if e.exit_code is None else e.exit_code,
+                    stamp(e.started_at),
+                    stamp(e.finished_at),
+                    duration(e),
+                    e.log_seq,
+                    e.reason or "",
+                )
+                for e in shown
+            ),
+        )
+        return format_html(
+            '<table class="crunch-executions"><thead><tr><th>attempt</th><th>host</th>'
+            "<th>node</th><th>state</th><th>exit code</th><th>started</th><th>ended</th>"
+            "<th>ran</th><th>log from</th><th>reason</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
         )
 
     @admin.display(description="reuse events")

@@ -45,3 +45,11 @@ class Disabled(CrunchError):
 
 class RepositoryUnusable(InvalidRequest):
     """The repository cannot be read at all (missing, unreadable, fetch failed)."""
+
+
+class InvalidTransition(InvalidRequest):
+    """A state change the job state table has no edge for (HTTP 422)."""
+
+    def __init__(self, job_uuid: str, *, frm: str | None, to: str) -> None:
+        self.job_uuid, self.frm, self.to = job_uuid, frm, to
+        super().__init__(f"State invalid change from {frm} to {to}")

@@ -12,6 +12,7 @@ from jobs.models import (
     ApiClientAuthorization,
     ArvadosModel,
     Collection,
+    Execution,
     Group,
     Job,
     Link,
@@ -94,3 +95,8 @@ def readable_pdhs(user: User, pdhs: set[str]) -> set[str]:
         return set()
     queryset = Collection.objects.filter(portable_data_hash__in=pdhs, is_trashed=False)
     return set(permissions.readable(queryset, user).values_list("portable_data_hash", flat=True))
+
+
+def job_executions(*, job_uuid: str) -> QuerySet[Execution]:
+    """A job's executions in the order they started: attempt, then replica."""
+    return Execution.objects.filter(job_uuid=job_uuid).order_by("attempt", "replica", "id")

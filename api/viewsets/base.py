@@ -33,6 +33,8 @@ class ArvadosViewSet(ViewSet):
     singular: ClassVar[str]  # "link"
     # Extra methods for the discovery document: name -> description (see api/discovery.py).
     EXTRA_METHODS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Models those methods return that are not resources of their own (discovery schemas).
+    EXTRA_SCHEMAS: ClassVar[tuple[type[Any], ...]] = ()
     # Actions that work without a token.
     PUBLIC_ACTIONS: ClassVar[frozenset[str]] = frozenset()
 

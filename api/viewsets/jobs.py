@@ -1,8 +1,8 @@
 """The jobs resource (spec §2, §3, §5): parse, call `jobs.reuse` / `jobs.services.jobs`, shape.
 
 Besides the standard methods: create with find_or_create (and `explain`), queue,
-queue_size, cancel (with cascade) and lock. `in git`/`in docker` filters work on list,
-queue and create.
+queue_size, cancel (with cascade), lock and executions (each attempt to run the job).
+`in git`/`in docker` filters work on list, queue and create.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from rest_framework.response import Response
 
 from api.discovery import BOOLEAN, INTEGER, LIST_PARAMETERS, STRING, query_parameter
 from api.params import ListParams, parse_bool, parse_json_param, parse_list_params
+from api.serializers import etag_of, plain
 from api.viewsets.base import ArvadosViewSet
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
-from jobs.models import Job, JobState, Node
+from jobs.models import Execution, Job, JobState, Node
 from jobs.reuse import flag, job_submit, translate_filters
+from jobs.selectors import job_executions
 from jobs.services.jobs import job_cancel, job_lock, require_attributes
 from jobs.submit import job_submit_attrs
 
@@ -57,6 +59,7 @@ JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
         },
     },
     "lock": {},
+    "executions": {"response": {"$ref": "ExecutionList"}},
     "queue": {"parameters": LIST_PARAMETERS, "response": {"$ref": "JobList"}},
     "queue_size": {"response": {}},
     # Served by api/logstream.py (a streaming response, outside this viewset).
@@ -85,11 +88,19 @@ JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
 }
 
 
+def render_execution(execution: Execution) -> dict[str, Any]:
+    """One execution in its Arvados-style shape: kind, etag and its attributes."""
+    values = {name: plain(execution.get(name)) for name in execution.all_api_fields()}
+    return {"kind": execution.kind(), "etag": etag_of(values), **values}
+
+
 class JobViewSet(ArvadosViewSet):
     model = Job
     resource = "jobs"
     singular = "job"
     EXTRA_METHODS: ClassVar[dict[str, dict[str, Any]]] = JOB_EXTRA_METHODS
+    # Objects that methods return besides jobs: described in the discovery document.
+    EXTRA_SCHEMAS: ClassVar[tuple[type[Any], ...]] = (Execution,)
 
     _nodes: dict[str, list[str]] | None = None
 
@@ -209,3 +220,18 @@ class JobViewSet(ArvadosViewSet):
         """Lock a queued job to run it: it becomes Running, locked by the caller."""
         job = self.get_object(uuid)
         return Response(self.render(job_lock(actor=self.actor, job=job)))
+
+    # --- executions ------------------------------------------------------------------------
+
+    @action(detail=True, methods=["get"])
+    def executions(self, request: Request, uuid: str) -> Response:
+        """List the job's executions (each attempt to run it), in the order they started."""
+        job = self.get_object(uuid)
+        items = [render_execution(e) for e in job_executions(job_uuid=job.uuid)]
+        return Response(
+            {
+                "kind": f"{Execution.kind()}List",
+                "items": items,
+                "items_available": len(items),
+            }
+        )

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0007_command_jobs'),
+        ("jobs", "0007_command_jobs"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='door',
-            field=models.CharField(default='arvados', max_length=32),
+            model_name="job",
+            name="door",
+            field=models.CharField(default="arvados", max_length=32),
         ),
     ]

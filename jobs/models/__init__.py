@@ -1,5 +1,6 @@
 from jobs.models.base import ArvadosModel
 from jobs.models.collections import Collection
+from jobs.models.executions import Execution, ExecutionState
 from jobs.models.jobs import Job, JobState
 from jobs.models.links import PERMISSION_LEVELS, Link
 from jobs.models.logs import LogChunk
@@ -13,6 +14,8 @@ __all__ = [
     "ApiClientAuthorization",
     "ArvadosModel",
     "Collection",
+    "Execution",
+    "ExecutionState",
     "Group",
     "Job",
     "JobReuse",

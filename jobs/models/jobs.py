@@ -5,20 +5,14 @@ Both carry parameters, an exact image, an environment, resources and constraints
 is the digest of everything that decides the result (jobs/spec.py), so identical work is found
 with one indexed lookup whichever front door submitted it.
 
-States (spec §2.10). A job is created Queued (or, for runners recording work already done,
-in any state). Allowed edges, checked whenever `state` changes:
-
-    Queued  -> Running | Complete | Failed | Cancelled
-    Running -> Complete | Failed | Cancelled
-    Complete, Failed, Cancelled: final (no edge out)
-
-The legacy flags `running`/`success` and the timestamps follow the state; `lock` is the
-compare-and-set edge Queued(unlocked) -> Running(locked by the caller).
+States (spec §2.10): a job is created Queued (or, for runners recording work already done,
+in any state). The edges between states, what each state implies and the compare-and-set
+that takes an edge are in `jobs.transitions`.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.db import models
 
@@ -36,16 +30,17 @@ class JobState(models.TextChoices):
 STATES = tuple(JobState.values)
 FINAL_STATES = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED})
 ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
-ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    JobState.QUEUED: frozenset(
-        {JobState.RUNNING, JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED}
-    ),
-    JobState.RUNNING: frozenset({JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED}),
-    JobState.COMPLETE: frozenset(),
-    JobState.FAILED: frozenset(),
-    JobState.CANCELLED: frozenset(),
-}
 DESCRIPTION_MAX = 524288
+
+
+def __getattr__(name: str) -> Any:
+    # The edge table lives in jobs.transitions (which imports this module); it stays
+    # importable from here for older callers.
+    if name == "ALLOWED_TRANSITIONS":
+        from jobs.transitions import ALLOWED_TRANSITIONS
+
+        return ALLOWED_TRANSITIONS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Job(ArvadosModel):

@@ -11,7 +11,10 @@ owner, the 422-with-every-message rule, the owner permission checks and the book
 - `before_write`: internal tagging (§2.12), state effects and flags (§2.10), cancellation
   bookkeeping.
 
-`job_cancel` and `job_lock` are the two state-changing operations with their own rules.
+The state table (edges, flags, timestamps) is `jobs.transitions`: `clean` validates a
+client's state change against its edges and `before_write` applies its effects.
+`job_cancel` and `job_lock` are the two state-changing operations with their own rules; each
+is one compare-and-set through `jobs.transitions.job_transition`.
 """
 
 from __future__ import annotations
@@ -26,12 +29,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import docker, git, permissions, spec
-from jobs.exceptions import InvalidRequest, NotFound, PermissionDenied, RepositoryUnusable
-from jobs.models import Job, JobState, Link, User
-from jobs.models.jobs import ALLOWED_TRANSITIONS, DESCRIPTION_MAX, STATES
+from jobs.exceptions import (
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+    RepositoryUnusable,
+)
+from jobs.models import ExecutionState, Job, JobState, Link, User
+from jobs.models.jobs import ACTIVE_STATES, DESCRIPTION_MAX, STATES
 from jobs.selectors import object_by_uuid, readable_pdhs
+from jobs.services.executions import executions_end_running
 from jobs.services.objects import Actor, ResourceService
 from jobs.services.resources import register_service
+from jobs.transitions import STATE_EFFECTS, is_allowed, job_transition
 from jobs.uuids import is_uuid, system_user_uuid
 from jobs.wakeups import notify
 
@@ -70,14 +81,6 @@ LOCK_PROTECTED = frozenset(
     }
 )
 CANCELLATION_ATTRIBUTES = ("cancelled_at", "cancelled_by_client_uuid", "cancelled_by_user_uuid")
-# The flags and timestamp each state implies (§2.10).
-STATE_FLAGS: dict[str, tuple[bool, bool | None, str | None]] = {
-    JobState.QUEUED: (False, None, None),
-    JobState.RUNNING: (True, None, "started_at"),
-    JobState.COMPLETE: (False, True, "finished_at"),
-    JobState.FAILED: (False, False, "finished_at"),
-    JobState.CANCELLED: (False, False, "cancelled_at"),
-}
 
 
 def parameters_digest(parameters: Any) -> str:
@@ -250,7 +253,7 @@ class JobService(ResourceService):
             errors.append(f"State {job.state} must be one of: {json.dumps(list(STATES))}")
         elif not creating and job.state != before.get("state"):
             old = before.get("state")
-            if job.state not in ALLOWED_TRANSITIONS.get(old, frozenset()):
+            if not is_allowed(old, job.state):
                 errors.append(f"State invalid change from {old} to {job.state}")
         if (creating or "script_parameters" in changed) and has_collection_uuid(
             job.script_parameters
@@ -403,7 +406,7 @@ class JobService(ResourceService):
                 job.repository, job.script_version, job.uuid, user=actor.user
             )
         # State effects; the flags always agree with the state (Quirk 9 resolved).
-        running, success, stamp = STATE_FLAGS[job.state]  # type: ignore[index]
+        running, success, stamp = STATE_EFFECTS[job.state]  # type: ignore[index]
         if creating or job.state != before.get("state"):
             if stamp and getattr(job, stamp) is None:
                 setattr(job, stamp, now)
@@ -422,6 +425,13 @@ class JobService(ResourceService):
                 setattr(job, name, before[name])
 
     def after_save(self, obj: Any, *, actor: Actor, creating: bool) -> None:
+        before: dict[str, Any] = getattr(obj, "_before", {})
+        if (
+            not creating
+            and obj.state == JobState.CANCELLED
+            and before.get("state") in ACTIVE_STATES
+        ):
+            _end_executions_cancelled(job_uuid=obj.uuid, actor=actor)
         notify(obj.uuid)  # followers show state and queue position
         if creating and obj.state == JobState.QUEUED:
             from jobs.services.runs import dispatch_on_commit
@@ -460,12 +470,30 @@ def job_cancel(*, actor: Actor, job: Job, cascade: bool = False) -> Job:
 
 def _cancel(*, actor: Actor, job: Job, cascade: bool, seen: set[str]) -> Job:
     seen.add(job.uuid)
-    current = Job.objects.select_for_update().get(pk=job.pk)
-    if current.state in (JobState.QUEUED, JobState.RUNNING):
-        current = SERVICE.update(actor=actor, obj=current, attrs={"state": JobState.CANCELLED})
-    elif current.state != JobState.CANCELLED:
+    current = Job.objects.get(pk=job.pk)
+    if current.state != JobState.CANCELLED:
         permissions.require_write(actor.user, current)
-        raise InvalidRequest(f"State invalid change from {current.state} to Cancelled")
+        # A final job is a loud InvalidTransition; a job that ended between the read and
+        # the compare-and-set is read again (and is then Cancelled, or a refusal).
+        cancelled = job_transition(
+            job_uuid=current.uuid,
+            frm=ACTIVE_STATES if current.state in ACTIVE_STATES else {current.state},
+            to=JobState.CANCELLED,
+            by=actor.user.uuid,
+            fields={
+                "cancelled_by_user_uuid": actor.user.uuid,
+                "cancelled_by_client_uuid": actor.client_uuid,
+                "modified_by_client_uuid": actor.client_uuid,
+            },
+        )
+        if cancelled is None:
+            current = Job.objects.get(pk=job.pk)
+            if current.state != JobState.CANCELLED:
+                raise InvalidTransition(current.uuid, frm=current.state, to=JobState.CANCELLED)
+        else:
+            current = cancelled
+            _end_executions_cancelled(job_uuid=current.uuid, actor=actor)
+            notify(current.uuid)
     if cascade:
         for child_uuid in (current.components or {}).values():
             if not isinstance(child_uuid, str) or child_uuid in seen:
@@ -476,25 +504,36 @@ def _cancel(*, actor: Actor, job: Job, cascade: bool, seen: set[str]) -> Job:
     return current
 
 
+def _end_executions_cancelled(*, job_uuid: str, actor: Actor) -> None:
+    """A cancelled job's Running executions end Cancelled at once (its runner, if alive,
+    stops the script within seconds; if its worker is gone, nobody else would end them)."""
+    executions_end_running(
+        job_uuid=job_uuid,
+        state=ExecutionState.CANCELLED,
+        reason=f"the job was cancelled by {actor.user.uuid}",
+    )
+
+
 def job_lock(*, actor: Actor, job: Job) -> Job:
-    """§2.11: Queued and unlocked → Running, locked by the caller (compare-and-set under a
-    row lock). A job that is not Queued, or is locked, is a 422."""
-    with transaction.atomic():
-        current = Job.objects.select_for_update().filter(pk=job.pk).first()
-        if current is None:
-            raise NotFound()
-        if current.state != JobState.QUEUED or current.is_locked_by_uuid is not None:
-            permissions.require_write(actor.user, current)
-            raise InvalidRequest(
-                f"Job {current.uuid} cannot be locked: it is {current.state}"
-                + (
-                    f" and locked by {current.is_locked_by_uuid}"
-                    if current.is_locked_by_uuid
-                    else ""
-                )
-            )
-        return SERVICE.update(
-            actor=actor,
-            obj=current,
-            attrs={"state": JobState.RUNNING, "is_locked_by_uuid": actor.user.uuid},
+    """§2.11: Queued and unlocked → Running, locked by the caller (one compare-and-set). A
+    job that is not Queued, or is locked, is a 422."""
+    current = Job.objects.filter(pk=job.pk).first()
+    if current is None:
+        raise NotFound()
+    permissions.require_write(actor.user, current)
+    locked = job_transition(
+        job_uuid=current.uuid,
+        frm=JobState.QUEUED,
+        to=JobState.RUNNING,
+        by=actor.user.uuid,
+        guard={"is_locked_by_uuid__isnull": True},
+        fields={"is_locked_by_uuid": actor.user.uuid, "modified_by_client_uuid": actor.client_uuid},
+    )
+    if locked is None:
+        current = Job.objects.filter(pk=job.pk).first() or current
+        raise InvalidRequest(
+            f"Job {current.uuid} cannot be locked: it is {current.state}"
+            + (f" and locked by {current.is_locked_by_uuid}" if current.is_locked_by_uuid else "")
         )
+    notify(locked.uuid)
+    return locked

@@ -17,14 +17,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from jobs.models import ApiClientAuthorization, Job, JobState, LogChunk, Node, User
+from jobs.models import ApiClientAuthorization, ExecutionState, Job, JobState, LogChunk, Node, User
+from jobs.services.executions import executions_end_running
 from jobs.services.tokens import system_user, token_create
+from jobs.transitions import job_settle, job_transition
 from jobs.wakeups import notify
 
 log = logging.getLogger("crunch.runs")
@@ -137,27 +140,20 @@ def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
     candidates = (
         Job.objects.filter(state=JobState.QUEUED, is_locked_by_uuid__isnull=True)
         .order_by("-priority", "created_at", "id")
-        .only("pk", "runtime_constraints")[:CLAIM_BATCH]
+        .only("pk", "uuid", "runtime_constraints")[:CLAIM_BATCH]
     )
     for candidate in candidates:
         if caps is not None and placement_problem(candidate, caps) is not None:
             continue
-        pk = candidate.pk
-        now = timezone.now()
-        claimed = Job.objects.filter(
-            pk=pk, state=JobState.QUEUED, is_locked_by_uuid__isnull=True
-        ).update(
-            state=JobState.RUNNING,
-            running=True,
-            success=None,
-            started_at=now,
-            is_locked_by_uuid=system.uuid,
-            worker_node_uuid=node_uuid,
-            modified_at=now,
-            modified_by_user_uuid=system.uuid,
+        job = job_transition(
+            job_uuid=candidate.uuid,
+            frm=JobState.QUEUED,
+            to=JobState.RUNNING,
+            by=system.uuid,
+            guard={"is_locked_by_uuid__isnull": True},
+            fields={"is_locked_by_uuid": system.uuid, "worker_node_uuid": node_uuid},
         )
-        if claimed == 1:
-            job = Job.objects.get(pk=pk)
+        if job is not None:
             log.info("%s claimed %s", worker, job.uuid)
             notify(job.uuid)
             return job
@@ -242,26 +238,27 @@ def job_finish(
     log_pdh: str | None,
     tasks_summary: dict[str, int] | None = None,
 ) -> Job:
-    """Record the end of a run: Complete or Failed with its output and log. A job cancelled
-    meanwhile stays Cancelled and keeps its (partial) log; it gets `finished_at`."""
-    with transaction.atomic():
-        job = Job.objects.select_for_update().get(uuid=job_uuid)
-        now = timezone.now()
-        job.log = log_pdh or job.log
-        if tasks_summary is not None:
-            job.tasks_summary = tasks_summary
-        if job.state == JobState.RUNNING:
-            job.state = JobState.COMPLETE if success else JobState.FAILED
-            job.success = success
-            job.output = output if success else job.output
-            job.running = False
-            job.finished_at = job.finished_at or now
-        elif job.state == JobState.CANCELLED:
-            job.finished_at = job.finished_at or now
-        job.modified_at = now
-        job.modified_by_user_uuid = system_user().uuid
-        job.save()
-        notify(job.uuid)
+    """Record the end of a run: Running → Complete or Failed with its output and log. A job
+    cancelled (or swept) meanwhile keeps its state and gets `finished_at` and the (partial)
+    log (`jobs.transitions`: cancel raced with completion)."""
+    system = system_user()
+    ended: dict[str, Any] = {}
+    if log_pdh:
+        ended["log"] = log_pdh
+    if tasks_summary is not None:
+        ended["tasks_summary"] = tasks_summary
+    job = job_transition(
+        job_uuid=job_uuid,
+        frm=JobState.RUNNING,
+        to=JobState.COMPLETE if success else JobState.FAILED,
+        by=system.uuid,
+        fields=ended | ({"output": output} if success else {}),
+    )
+    if job is None:
+        job = job_settle(job_uuid=job_uuid, by=system.uuid, fields=ended)
+    if job is None:  # still Queued: not a run's end (the claim was undone by hand)
+        job = Job.objects.get(uuid=job_uuid)
+    notify(job.uuid)
     return job
 
 
@@ -325,7 +322,21 @@ def sweep() -> SweepReport | None:
                 job_uuid=job.uuid,
                 message=f"the job failed: its worker {who} stopped heartbeating (last seen {when})",
             )
-            job_finish(job_uuid=job.uuid, success=False, output=None, log_pdh=None)
+            failed = job_transition(
+                job_uuid=job.uuid,
+                frm=JobState.RUNNING,
+                to=JobState.FAILED,
+                by=system.uuid,
+                guard={"is_locked_by_uuid": system.uuid, "worker_node_uuid": job.worker_node_uuid},
+            )
+            if failed is None:
+                continue  # it ended meanwhile (its runner was alive after all, or a cancel)
+            executions_end_running(
+                job_uuid=job.uuid,
+                state=ExecutionState.LOST,
+                reason=f"its worker {who} stopped heartbeating (last seen {when})",
+            )
+            notify(job.uuid)
             report.failed.append(job.uuid)
 
         live = [

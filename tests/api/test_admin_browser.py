@@ -21,7 +21,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs.models import Job, JobReuse, LogChunk, User
+from jobs.models import Execution, Job, JobReuse, LogChunk, User
+from jobs.services.executions import execution_start
 from jobs.services.jobs import parameters_digest
 from tests.api.admin_helpers import (
     PASSWORD,
@@ -364,7 +365,19 @@ def test_job_page_follows_the_log_until_the_job_ends(
             for n in range(1, 60)
         ],
     )
+    node = job.worker_node_uuid
+    first = execution_start(job=job, node_uuid=node, hostname=None, log_seq=0)
+    Execution.objects.filter(pk=first.pk).update(
+        started_at=timezone.now() - dt.timedelta(minutes=9),
+        finished_at=timezone.now() - dt.timedelta(minutes=6),
+        state="Failed",
+        exit_code=111,
+        reason="temporary failure (exit 111): tried again",
+    )
+    execution_start(job=job, node_uuid=node, hostname=None, log_seq=21)
     site.open(reverse("admin:jobs_job_change", args=[job.pk]))
+    executions = site.css("table.crunch-executions").text
+    assert "Failed 111" in executions and "chunk 21" in executions, executions
     log = site.css("#job-log")
     assert "merging from 59 files" in log.text and "merging from 10 files" in log.text
     assert "merging from 9 files" not in log.text  # the last 50 lines only

@@ -10,7 +10,8 @@ import pytest
 from django.contrib.messages import get_messages
 from django.urls import reverse
 
-from jobs.models import Job, JobReuse, Link
+from jobs.models import Execution, Job, JobReuse, Link
+from jobs.services.executions import execution_start
 from jobs.uuids import system_user_uuid
 from tests.api.admin_helpers import (
     PASSWORD,
@@ -464,3 +465,33 @@ def test_reuse_events_are_listed_read_only(staff: Any, active: Any) -> None:
     assert listing.status_code == 200 and job.uuid in listing.content.decode()
     assert staff.get(reverse("admin:jobs_jobreuse_change", args=[reuse.pk])).status_code == 200
     assert staff.get(reverse("admin:jobs_jobreuse_add")).status_code == 403
+
+
+def test_job_page_lists_its_executions(staff: Any, active: Any) -> None:
+    node = make_node("worker-9")
+    job = make_job(active[0], state="Running", started_at=dt.datetime.now(dt.UTC))
+    page = staff.get(reverse("admin:jobs_job_change", args=[job.pk])).content.decode()
+    assert "none yet: no worker has started the job" in page
+    first = execution_start(job=job, node_uuid=node.uuid, hostname=None, log_seq=0)
+    Execution.objects.filter(pk=first.pk).update(
+        started_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=3)
+    )
+    first.refresh_from_db()
+    Execution.objects.filter(pk=first.pk).update(
+        state="Failed",
+        exit_code=111,
+        finished_at=first.started_at + dt.timedelta(seconds=75),
+        reason="temporary failure (exit 111): tried again",
+    )
+    execution_start(job=job, node_uuid=node.uuid, hostname=None, log_seq=4)
+    page = staff.get(reverse("admin:jobs_job_change", args=[job.pk])).content.decode()
+    table = page[page.index('<table class="crunch-executions">') :]
+    table = table[: table.index("</table>")]
+    rows = [r for r in table.split("<tr")[2:]]
+    assert len(rows) == 2
+    assert 'class="execution-failed"><td>1</td><td>worker-9</td>' in rows[0]
+    assert f"<td>{node.uuid}</td><td>Failed</td><td>111</td>" in rows[0]
+    assert "<td>1m 15s</td><td>chunk 0</td>" in rows[0]
+    assert "temporary failure (exit 111): tried again" in rows[0]
+    assert 'class="execution-running"><td>2</td>' in rows[1]
+    assert "<td>Running</td><td>-</td>" in rows[1] and "<td>chunk 4</td>" in rows[1]

@@ -183,6 +183,7 @@ def test_jobs_methods(doc: dict[str, Any]) -> None:
         "queue",
         "queue_size",
         "log_tail_follow",
+        "executions",
     }
     expect = {
         "cancel": ("POST", "jobs/{uuid}/cancel"),
@@ -204,6 +205,13 @@ def test_jobs_methods(doc: dict[str, Any]) -> None:
     assert methods["cancel"]["parameters"]["cascade"]["type"] == "boolean"
     assert set(methods["queue"]["parameters"]) == set(methods["list"]["parameters"])
     assert methods["queue"]["response"] == {"$ref": "JobList"}
+    executions = methods["executions"]
+    assert (executions["httpMethod"], executions["path"]) == ("GET", "jobs/{uuid}/executions")
+    assert executions["response"] == {"$ref": "ExecutionList"}
+    execution = doc["schemas"]["Execution"]["properties"]
+    assert execution["attempt"]["type"] == execution["exit_code"]["type"] == "integer"
+    assert execution["started_at"] == {"type": "string", "format": "date-time"}
+    assert {"job_uuid", "node_uuid", "hostname", "state", "log_seq", "reason"} <= set(execution)
     follow = methods["log_tail_follow"]
     assert "response" not in follow  # the SDK returns raw bytes
     assert follow["parameters"]["buffer_size"]["type"] == "integer"
@@ -342,8 +350,12 @@ def test_schema_shapes(doc: dict[str, Any]) -> None:
             }
         else:
             assert f"{name}List" in doc["schemas"]
-            for common in ("uuid", "owner_uuid", "created_at", "modified_at", "kind", "etag"):
-                assert common in schema["properties"], (name, common)
+            # Resources carry the common attributes; objects only returned by a resource's
+            # methods (a job's executions) are not owned: uuid, kind and etag.
+            resource = name in {v.model.class_name() for v in RESOURCE_VIEWSETS}
+            common = ("uuid", "owner_uuid", "created_at", "modified_at") if resource else ("uuid",)
+            for attribute in (*common, "kind", "etag"):
+                assert attribute in schema["properties"], (name, attribute)
 
 
 def _resolve_api_path(path: str) -> Any:

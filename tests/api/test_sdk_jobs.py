@@ -155,3 +155,21 @@ def test_log_tail_follow_returns_the_stream_as_bytes(
     assert f"job {job.uuid} Failed finished_at " in lines[3] and len(lines) == 4
     tail = sdk(token).jobs().log_tail_follow(uuid=job.uuid, buffer_size=15).execute()
     assert tail.decode().splitlines()[0] == "third line"
+
+
+def test_executions_through_the_sdk(sdk: Callable[[str], Any], active: Any) -> None:
+    """The SDK builds `jobs().executions` from the discovery document and gets the list."""
+    from jobs.services.executions import execution_start
+    from tests.rows import make_job
+
+    user, token = active
+    job = make_job(user, state="Running")
+    execution_start(job=job, node_uuid=None, hostname="w1", log_seq=0)
+    listed = sdk(token).jobs().executions(uuid=job.uuid).execute()
+    assert listed["kind"] == "arvados#executionList" and listed["items_available"] == 1
+    assert [(e["attempt"], e["hostname"], e["state"]) for e in listed["items"]] == [
+        (1, "w1", "Running")
+    ]
+    with pytest.raises(arvados.errors.ApiError) as raised:
+        sdk(token).jobs().executions(uuid="zzzzz-8i9sb-000000000000000").execute()
+    assert raised.value.resp.status == 404

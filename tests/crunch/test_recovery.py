@@ -147,6 +147,10 @@ def test_a_worker_killed_mid_run_leaves_no_job_running(recovery: Recovery) -> No
             failed = stack.call("GET", f"jobs/{job['uuid']}")
         text = stack.file(failed["log"], f"{job['uuid']}.log.txt").decode()
         assert "stopped heartbeating" in text, text
+        (lost,) = stack.call("GET", f"jobs/{job['uuid']}/executions")["items"]
+        assert (lost["state"], lost["exit_code"]) == ("Lost", None), lost
+        assert "first@" in lost["hostname"] and lost["finished_at"]
+        assert "stopped heartbeating" in lost["reason"], lost
         # and the queue goes on
         after = stack.wait(stack.submit("hello", {"name": "after"})["uuid"])
         assert after["state"] == "Complete", stack.log_text(stack.wait_for_log(after["uuid"]))

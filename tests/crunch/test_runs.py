@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.crunch.stack import STACK_KINDS, Stack, alive, running_stack
 
@@ -42,6 +43,14 @@ sleep 300 &
 echo $! >> "$JOB_PARAMETER_PIDFILE"
 echo "sleeping"
 wait
+""",
+    "flaky": """#!/bin/sh
+n=$(cat "$JOB_WORK/tries" 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > "$JOB_WORK/tries"
+echo "try $n"
+[ "$n" -ge 3 ] || exit 111
+echo "third time lucky" > "$CRUNCH_OUTPUT/out.txt"
 """,
     "reader": """#!/bin/sh
 cat "$TASK_KEEPMOUNT/$JOB_PARAMETER_INPUT/out.txt" > "$CRUNCH_OUTPUT/copy.txt"
@@ -79,6 +88,36 @@ def test_a_failing_script_ends_failed_with_its_stderr(stack: Stack) -> None:
     log_text = stack.file(job["log"], f"{job['uuid']}.log.txt").decode()
     assert "something went wrong: bad input" in log_text
     assert "the script failed with exit code 3" in log_text
+
+
+def test_each_attempt_is_an_execution(stack: Stack) -> None:
+    """Exit 111 twice, then 0: three executions, each with its exit code and the chunk where
+    its part of the log begins."""
+    job = stack.wait(stack.submit("flaky", {})["uuid"])
+    assert job["state"] == "Complete", stack.log_text(stack.wait_for_log(job["uuid"]))
+    assert stack.file(job["output"], "out.txt") == b"third time lucky\n"
+    listed = stack.call("GET", f"jobs/{job['uuid']}/executions")
+    assert listed["kind"] == "arvados#executionList" and listed["items_available"] == 3
+    runs = listed["items"]
+    assert [e["attempt"] for e in runs] == [1, 2, 3]
+    assert [e["exit_code"] for e in runs] == [111, 111, 0]
+    assert [e["state"] for e in runs] == ["Failed", "Failed", "Complete"]
+    seqs = [e["log_seq"] for e in runs]
+    assert seqs[0] == 0 and seqs[0] < seqs[1] < seqs[2], seqs
+    node = {e["node_uuid"] for e in runs}
+    assert len(node) == 1 and None not in node and all(e["hostname"] for e in runs)
+    assert all(e["finished_at"] >= e["started_at"] for e in runs)
+    assert "tried again" in runs[0]["reason"] and runs[2]["reason"] is None
+    # each attempt's part of the log begins with what its script printed first
+    for attempt, seq in ((2, seqs[1]), (3, seqs[2])):
+        response = requests.get(
+            f"{stack.url}/arvados/v1/jobs/{job['uuid']}/log_tail_follow",
+            params={"since": seq, "follow": "false"},
+            headers={"Authorization": f"Bearer {stack.token}", "Accept": "text/plain"},
+            timeout=60,
+        )
+        assert response.status_code == 200
+        assert response.text.splitlines()[0] == f"try {attempt}", response.text[:300]
 
 
 def test_disagreeing_outputs_are_not_reused(stack: Stack) -> None:
@@ -122,6 +161,9 @@ def test_cancel_kills_the_process_group(stack: Stack) -> None:
         time.sleep(0.2)
         done = stack.call("GET", f"jobs/{job['uuid']}")
     assert "sleeping" in stack.file(done["log"], f"{job['uuid']}.log.txt").decode()
+    (execution,) = stack.call("GET", f"jobs/{job['uuid']}/executions")["items"]
+    assert execution["state"] == "Cancelled" and execution["finished_at"]
+    assert execution["reason"].startswith("the job was cancelled")
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from jobs.models import Job, Node
 from jobs.services import runs
+from jobs.services.executions import execution_start
 from jobs.services.tokens import system_user
 
 pytestmark = pytest.mark.django_db
@@ -76,13 +77,20 @@ def test_a_silent_workers_running_job_fails_with_the_reason() -> None:
         worker_node_uuid=alive.uuid,
         started_at=timezone.now(),
     )
+    attempt = execution_start(job=lost, node_uuid=silent.uuid, hostname=None, log_seq=0)
+    running = execution_start(job=fine, node_uuid=alive.uuid, hostname=None, log_seq=0)
     report = runs.sweep()
     assert report is not None and report.failed == [lost.uuid]
     lost.refresh_from_db()
     assert (lost.state, lost.success, lost.running) == ("Failed", False, False)
+    assert lost.finished_at is not None
     assert "its worker gone@host stopped heartbeating" in runs.job_log_text(job_uuid=lost.uuid)
+    attempt.refresh_from_db()
+    assert (attempt.state, attempt.exit_code) == ("Lost", None)
+    assert attempt.reason.startswith("its worker gone@host stopped heartbeating (last seen ")
     fine.refresh_from_db()
-    assert fine.state == "Running"
+    running.refresh_from_db()
+    assert fine.state == running.state == "Running"
 
 
 def test_a_just_claimed_job_is_given_time() -> None:
