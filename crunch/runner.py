@@ -141,7 +141,8 @@ class LogWriter:
 
     def __init__(self, job_uuid: str) -> None:
         self.job_uuid = job_uuid
-        self.seq = 0
+        # After what is there already (notes written while the job waited for a node).
+        self.seq = runs.job_log_next_seq(job_uuid=job_uuid)
         self.pending: list[str] = []
         self.pending_bytes = 0
         self.last_flush = time.monotonic()

@@ -192,21 +192,27 @@ def job_log_append(*, job_uuid: str, seq: int, text: str) -> LogChunk:
     return chunk
 
 
+def job_log_next_seq(*, job_uuid: str) -> int:
+    """The number the job's next log chunk gets (chunks may exist before a run starts: the
+    sweeper's notes about a job no node could run yet)."""
+    last = (
+        LogChunk.objects.filter(job_uuid=job_uuid)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return 0 if last is None else last + 1
+
+
 def job_log_note(*, job_uuid: str, message: str) -> None:
     """Append a line from the system (not a runner) after the job's last chunk."""
     stamp = timezone.now().strftime("%Y-%m-%d_%H:%M:%S")
     for _ in range(5):
-        last = (
-            LogChunk.objects.filter(job_uuid=job_uuid)
-            .order_by("-seq")
-            .values_list("seq", flat=True)
-            .first()
-        )
         try:
             with transaction.atomic():
                 job_log_append(
                     job_uuid=job_uuid,
-                    seq=0 if last is None else last + 1,
+                    seq=job_log_next_seq(job_uuid=job_uuid),
                     text=f"{stamp} crunch: {message}\n",
                 )
             return

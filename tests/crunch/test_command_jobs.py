@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ def stack(
         request.param,
         tmp_path_factory.mktemp(f"command-{request.param}"),
         {"noop": "#!/bin/sh\ntrue\n"},
+        extra_env={"CRUNCH_SWEEP_SECONDS": "1", "CRUNCH_WORKER_HEARTBEAT": "1"},
     ) as running:
         yield running
 
@@ -144,3 +146,19 @@ def test_submit_refuses_command_options_on_script_jobs(stack: Stack) -> None:
     assert done.returncode == 1 and "--script is for script jobs" in done.stderr
     done = stack.crunch("submit", "--memory", "lots", "--", "true")
     assert done.returncode == 1 and "'lots' is not an amount of memory" in done.stderr
+
+
+def test_a_job_that_waited_for_a_node_keeps_the_notes_of_its_wait(stack: Stack) -> None:
+    """The sweeper notes in the log why a queued job cannot run; once it can, its run's log
+    goes on after those notes."""
+    huge = {"runtime_constraints": {"min_ram_mb_per_node": 10**9}}
+    job = stack.call("POST", "jobs", json={"job": {"command": ["echo", "ran"], **huge}})
+    deadline = time.monotonic() + 30
+    while not stack.call("GET", f"jobs/{job['uuid']}")["scheduling_status"]:
+        assert time.monotonic() < deadline, "the sweeper never explained the job"
+        time.sleep(0.2)
+    stack.call("PUT", f"jobs/{job['uuid']}", json={"job": {"runtime_constraints": {}}})
+    done = stack.wait(job["uuid"])
+    log = stack.log_text(stack.wait_for_log(job["uuid"]))
+    assert done["state"] == "Complete", log
+    assert log.index("min_ram_mb_per_node") < log.index("ran\n")
