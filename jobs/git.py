@@ -670,6 +670,34 @@ def resolve_commit(*, user: User | None, repo: str, ref: str | None) -> str | No
     return found[0] if found else None
 
 
+# Path components git stores: no empty, `.` or `..` part, nothing git could read as more
+# than one line of `cat-file --batch-check` input.
+_PATH_BAD_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def path_exists(*, user: User | None, repo: str, commit: str, path: str) -> bool:
+    """Whether `path` (relative, `/`-separated) is a file (a blob: a regular file or a
+    symbolic link) in commit `commit` of `repo`.
+
+    `commit` is a 40-hex commit id (as `resolve_commit` returns). A remote repository is
+    looked up in its cache, not fetched again: resolving the commit fetched it. The name
+    `<commit>:<path>` goes to the repository's long-running `git cat-file --batch-check` on
+    stdin. Raises InvalidRequest for a malformed commit or path, RepositoryUnusable like
+    `find_commit_range`.
+    """
+    if not isinstance(commit, str) or not _HEX40_RE.fullmatch(commit):
+        raise InvalidRequest(f"invalid commit {commit}")
+    parts = path.split("/") if isinstance(path, str) else []
+    if not parts or _PATH_BAD_RE.search(path) or any(p in ("", ".", "..") for p in parts):
+        raise InvalidRequest(f"invalid path {path!r}")
+    git_dir = git_dir_for(user=user, repo=repo, fetch=False)
+    (line,) = _PIPES.get(git_dir, *_CAT_FILE).query(
+        [(f"{commit}:".encode() + os.fsencode(path) + b"\n", 1)], what="git cat-file failed"
+    )
+    fields = line.split(b" ")
+    return len(fields) == 3 and fields[1] == b"blob"
+
+
 # --- The internal repository (spec §2.12) -----------------------------------------------------
 
 
