@@ -256,7 +256,7 @@ class TextFormat(Format):
     content_type = "text/plain; charset=utf-8"
 
     def chunk(self, seq: int, text: str) -> bytes:
-        return (text if text.endswith("\n") else text + "\n").encode("utf-8")
+        return follow.chunk_lines(text).encode("utf-8")
 
     def status(self, view: follow.JobView, status: follow.QueueStatus) -> bytes:
         return (status_line(self.uuid, status) + "\n").encode("utf-8")

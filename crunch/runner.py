@@ -708,7 +708,10 @@ class Runner:
     def _pump(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
         for line in iter(process.stdout.readline, b""):
-            self.log.write(line.decode("utf-8", "replace"))
+            # Only the script's last line can lack its newline: end it, so that what
+            # follows in the log (crunch's own lines) starts a line of its own.
+            text = line.decode("utf-8", "replace")
+            self.log.write(text if text.endswith("\n") else text + "\n")
         process.stdout.close()
 
     # --- results --------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from django.utils.safestring import SafeString
 
 from jobs import manifests
 from jobs.exceptions import CrunchError
-from jobs.follow import JobView
+from jobs.follow import JobView, chunk_lines
 from jobs.models import (
     ApiClientAuthorization,
     Collection,
@@ -312,7 +312,7 @@ def log_tail(job: Job, lines: int = LOG_TAIL_LINES) -> dict[str, Any]:
         .order_by("-seq")
         .values_list("seq", "text")[:lines]
     )
-    text = "".join(chunk for _, chunk in reversed(chunks))
+    text = "".join(chunk_lines(chunk) for _, chunk in reversed(chunks))
     return {
         "uuid": job.uuid,
         "state": job.state,
@@ -640,7 +640,8 @@ class JobAdmin(admin.ModelAdmin):
         """The whole log as stored so far, as plain text."""
         job = self._job_or_404(request, object_id)
         text = "".join(
-            LogChunk.objects.filter(job_uuid=job.uuid)
+            chunk_lines(chunk)
+            for chunk in LogChunk.objects.filter(job_uuid=job.uuid)
             .order_by("seq")
             .values_list("text", flat=True)
             .iterator(chunk_size=500)

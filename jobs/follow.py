@@ -75,6 +75,14 @@ class JobView:
         return self.cancelled_at is None or timezone.now() - self.cancelled_at > CANCEL_GRACE
 
 
+def chunk_lines(text: str) -> str:
+    """A chunk's text as lines of the log: every chunk ends a line. Runners store whole
+    lines; a chunk without its final newline (a script's last line, as stored before runners
+    ended it) still ends one, so that what follows it (crunch's own lines, the stream's end
+    line) starts on a line of its own. Every reader of chunks joins them through this."""
+    return text if text.endswith("\n") else text + "\n"
+
+
 def job_view(uuid: str) -> JobView | None:
     row = Job.objects.filter(uuid=uuid).values(*JOB_FIELDS).first()
     return JobView(**row) if row is not None else None

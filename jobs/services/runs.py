@@ -23,6 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from jobs.follow import chunk_lines
 from jobs.models import ApiClientAuthorization, Job, JobState, LogChunk, Node, User
 from jobs.services.tokens import system_user, token_create
 from jobs.wakeups import notify
@@ -226,7 +227,12 @@ def job_set_log(*, job_uuid: str, log_pdh: str) -> None:
 
 def job_log_text(*, job_uuid: str) -> str:
     return "".join(
-        LogChunk.objects.filter(job_uuid=job_uuid).order_by("seq").values_list("text", flat=True)
+        map(
+            chunk_lines,
+            LogChunk.objects.filter(job_uuid=job_uuid)
+            .order_by("seq")
+            .values_list("text", flat=True),
+        )
     )
 
 
