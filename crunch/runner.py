@@ -38,7 +38,6 @@ import logging
 import os
 import pwd
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -86,7 +85,7 @@ class RunFailed(Exception):
 
 
 def work_root() -> Path:
-    root = Path(os.environ.get("CRUNCH_WORK_DIR") or Path(tempfile.gettempdir()) / "crunch-work")
+    root = Path(settings.CRUNCH_WORK_DIR)
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -97,7 +96,7 @@ def run_as() -> tuple[int, int] | None:
     otherwise scripts run as the worker's user."""
     if os.geteuid() != 0:
         return None
-    name = os.environ.get("CRUNCH_RUN_AS") or "nobody"
+    name = settings.CRUNCH_RUN_AS
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -304,11 +303,9 @@ def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
 
 
 def container_run_args() -> list[str]:
-    """CRUNCH_CONTAINER_RUN_ARGS, split like a shell would (but never run by one)."""
-    try:
-        return shlex.split(os.environ.get("CRUNCH_CONTAINER_RUN_ARGS", ""))
-    except ValueError as exc:
-        raise RunFailed(f"CRUNCH_CONTAINER_RUN_ARGS cannot be split: {exc}") from None
+    """CRUNCH_CONTAINER_RUN_ARGS, split like a shell would (but never run by one) when the
+    settings load."""
+    return list(settings.CRUNCH_CONTAINER_RUN_ARGS)
 
 
 class ContainerRuntime(Runtime):
@@ -354,7 +351,7 @@ class ContainerRuntime(Runtime):
         assert match is not None
         self.image_id = match.group(1).lower()
         assert _IMAGE_ID_RE.match(self.image_id)
-        self.cli = container_cli()
+        self.cli = container_cli(settings.CRUNCH_CONTAINER_CLI)
         if self._has_image():
             r.log.note(f"image sha256:{self.image_id} is in {self.cli}")
             return
