@@ -10,20 +10,19 @@ unlocked → Running, so duplicate, late or lost messages cannot run a job twice
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from jobs.follow import chunk_lines
+from jobs.locks import try_advisory_lock
 from jobs.models import ApiClientAuthorization, Job, JobState, LogChunk, Node, User
 from jobs.services.tokens import system_user, token_create
 from jobs.wakeups import notify
@@ -276,26 +275,10 @@ def job_finish(
 
 @contextmanager
 def exclusive(name: str) -> Iterator[bool]:
-    """Yields True in at most one process at a time (False elsewhere): a PostgreSQL advisory
-    lock for the transaction, or on SQLite (one machine) a file lock."""
-    if connection.vendor == "postgresql":
-        key = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big", signed=True)
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
-            yield bool(cursor.fetchone()[0])
-        return
-    folder = Path(settings.CRUNCH_DATA_DIR) / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{name}.lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Yields True in at most one process at a time (False elsewhere): the try-lock of
+    `jobs.locks` (a PostgreSQL advisory lock for the transaction, a file lock on SQLite)."""
+    with try_advisory_lock(name) as mine:
+        yield mine
 
 
 @dataclass
