@@ -57,6 +57,7 @@ from jobs.models import (
     User,
 )
 from jobs.models.jobs import DESCRIPTION_MAX
+from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.services.jobs import SERVICE as JOB_SERVICE
 from jobs.services.jobs import job_cancel
 from jobs.services.objects import Actor
@@ -153,9 +154,8 @@ class NodeAdmin(admin.ModelAdmin):
 
 # --- jobs -----------------------------------------------------------------------------------
 
-# The dispatcher's order: it claims the highest priority first, then the oldest
-# (jobs.services.runs.job_claim); the `jobs/queue` API lists them the same way.
-QUEUE_ORDER = ("-priority", "created_at", "id")
+# The dispatcher's order: it claims the highest priority first, then the oldest (jobs.queue).
+QUEUE_ORDER = RUN_ORDER
 QUEUE_SHOWN = 500  # rows per table on the queue page; the summary counts them all
 QUEUE_REFRESH_SECONDS = 5
 LOG_TAIL_LINES = 50
@@ -239,9 +239,8 @@ class RunningRow:
 def queue_snapshot(now: dt.datetime) -> dict[str, Any]:
     """What the queue page shows: queued jobs in the dispatcher's order with their position,
     waiting time and placement status; running jobs with their node; live nodes busy/idle."""
-    queued_jobs = Job.objects.filter(state=JobState.QUEUED)
-    queue_size = queued_jobs.count()
-    queued = list(queued_jobs.order_by(*QUEUE_ORDER)[:QUEUE_SHOWN])
+    queue_size = queued_jobs().count()
+    queued = list(queued_jobs()[:QUEUE_SHOWN])
     running_jobs = Job.objects.filter(state=JobState.RUNNING)
     running_count = running_jobs.count()
     running = list(running_jobs.order_by("started_at", "id")[:QUEUE_SHOWN])

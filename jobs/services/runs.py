@@ -24,6 +24,7 @@ from django.utils.module_loading import import_string
 from jobs.follow import chunk_lines
 from jobs.locks import try_advisory_lock
 from jobs.models import ApiClientAuthorization, Job, JobState, LogChunk, Node, User
+from jobs.queue import queued_jobs
 from jobs.services.tokens import system_user, token_create
 from jobs.wakeups import notify
 
@@ -135,8 +136,8 @@ def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
     node = Node.objects.filter(uuid=node_uuid).first() if node_uuid else None
     caps = Capabilities.of(node) if node is not None else None
     candidates = (
-        Job.objects.filter(state=JobState.QUEUED, is_locked_by_uuid__isnull=True)
-        .order_by("-priority", "created_at", "id")
+        queued_jobs()
+        .filter(is_locked_by_uuid__isnull=True)
         .only("pk", "runtime_constraints")[:CLAIM_BATCH]
     )
     for candidate in candidates:
@@ -328,7 +329,7 @@ def sweep() -> SweepReport | None:
             for n in nodes.values()
             if n.last_ping_at is not None and n.last_ping_at >= now - ttl
         )
-        queued = Job.objects.filter(state=JobState.QUEUED).order_by("-priority", "created_at")
+        queued = queued_jobs()
         for job in queued[:1000]:
             status = None
             if live:
