@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from jobs import git
 from jobs.exceptions import InvalidRequest, RepositoryUnusable
-from jobs.git import check_ref_format, find_commit_range, resolve_commit
+from jobs.git import check_ref_format, commits, find_commit_range, resolve_commit
 from tests.git_helpers import (
     Example,
     build_example,
@@ -313,10 +313,10 @@ def test_resolve_commit(foo: Foo) -> None:
 
 def test_ranges_between_fixed_commits_are_cached(foo: Foo) -> None:
     ex = foo.example
-    before = git._rev_list.cache_info()
+    before = commits.rev_list.cache_info()
     first = foo.range(ex.c1, ex.c4)
     second = foo.range(ex.c1, ex.c4)
-    after = git._rev_list.cache_info()
+    after = commits.rev_list.cache_info()
     assert first == second == [ex.c4, ex.c3, ex.c2, ex.c1]
     assert after.hits == before.hits + 1
     # Resolution is not cached: a commit that is gone from the repository is gone.

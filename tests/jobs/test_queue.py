@@ -60,7 +60,8 @@ def test_the_api_and_the_admin_list_the_queue_in_run_order(
     assert api.ok("GET", "jobs/queue_size", token=active[1]) == {"queue_size": len(jobs)}
     rows = queue_snapshot(timezone.now())["queued_rows"]
     assert [(r.position, r.job.uuid) for r in rows] == [
-        (n, j.uuid) for n, j in enumerate(jobs, start=1)  # the admin numbers from 1
+        (n, j.uuid)
+        for n, j in enumerate(jobs, start=1)  # the admin numbers from 1
     ]
 
 
