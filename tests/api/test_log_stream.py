@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from api.follow_engine import Format, Start, follow_log, synchronous
 from api.logstream import negotiate
 from jobs import follow
 from jobs.models import Job, LogChunk
@@ -228,3 +229,34 @@ def test_errors(client: Any, active: tuple[Any, str], spectator: tuple[Any, str]
     )
     assert bad_header.status_code == 422
     assert client.delete(url, HTTP_AUTHORIZATION=f"Bearer {active[1]}").status_code == 404
+
+
+class NumberedLines(Format):
+    """Another door's format: each chunk's lines numbered by chunk, and a plain end."""
+
+    def chunk(self, seq: int, text: str) -> bytes:
+        return "".join(f"{seq}| {line}\n" for line in text.splitlines()).encode()
+
+    def status(self, view: follow.JobView, status: follow.QueueStatus) -> bytes:
+        return f"waiting, {status.position} ahead\n".encode()
+
+    def end(self, view: follow.JobView | None) -> bytes:
+        return f"ended {view.state if view else 'deleted'}\n".encode()
+
+
+@pytest.mark.parametrize("follow_on", [True, False])
+def test_the_follow_engine_streams_in_a_doors_own_format(
+    active: tuple[Any, str], follow_on: bool
+) -> None:
+    job = finished(active[0])
+    start = Start(since=1, buffer_size=0)
+    parts = synchronous(follow_log(job.uuid, start, NumberedLines(job.uuid), follow=follow_on))
+    assert b"".join(parts).decode() == ("1| line 2\n1| line 3\n2| line 4\nended Complete\n")
+    queued = make_job(active[0])
+    add_chunks(queued, ["requeued: the worker went away\n"])
+    parts = synchronous(
+        follow_log(
+            queued.uuid, Start(since=0, buffer_size=0), NumberedLines(queued.uuid), follow=False
+        )
+    )
+    assert b"".join(parts).decode() == "waiting, 0 ahead\n0| requeued: the worker went away\n"
