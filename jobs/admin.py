@@ -549,7 +549,7 @@ class JobAdmin(admin.ModelAdmin):
         name
         for _title, section in fieldsets
         for name in section["fields"]
-        if name not in JobForm.Meta.fields
+        if isinstance(name, str) and name not in JobForm.Meta.fields
     )
 
     # --- pages and urls ------------------------------------------------------------------

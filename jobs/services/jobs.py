@@ -238,7 +238,7 @@ class JobService(ResourceService):
             errors.append(f"State {job.state} must be one of: {json.dumps(list(STATES))}")
         elif not creating and job.state != before.get("state"):
             old = before.get("state")
-            if job.state not in ALLOWED_TRANSITIONS.get(old, frozenset()):
+            if job.state not in ALLOWED_TRANSITIONS.get(old or "", frozenset()):
                 errors.append(f"State invalid change from {old} to {job.state}")
         if (creating or "script_parameters" in changed) and has_collection_uuid(
             job.script_parameters
