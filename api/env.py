@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -65,4 +66,29 @@ def env_redis_url(name: str) -> str:
     value = env_str(name).strip()
     if value and not re.match(r"^rediss?://", value):
         raise ImproperlyConfigured(f"{name} must start with redis:// or rediss://, not {value!r}")
+    return value
+
+
+def env_words(name: str) -> list[str]:
+    """A list of arguments, split like a shell would split them (but never run by one)."""
+    raw = env_str(name)
+    try:
+        return shlex.split(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"{name} cannot be split like a shell command line ({exc}): {raw!r}"
+        ) from None
+
+
+_COMMAND_RE = re.compile(r"^[^\s-][^\s]*\Z")
+
+
+def env_command(name: str, default: str = "") -> str:
+    """A command, user name or path handed to the system as one argument: no whitespace, and
+    no leading `-` (it would read as an option)."""
+    value = env_str(name, default)
+    if value and not _COMMAND_RE.match(value):
+        raise ImproperlyConfigured(
+            f"{name} must be one word that does not start with '-', not {value!r}"
+        )
     return value

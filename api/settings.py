@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import re
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from api.env import env_bool, env_int, env_list, env_redis_url, env_str, env_uuid_prefix
+from api.env import (
+    env_bool,
+    env_command,
+    env_int,
+    env_list,
+    env_redis_url,
+    env_str,
+    env_uuid_prefix,
+    env_words,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -197,6 +207,15 @@ CRUNCH_REQUEUE_SECONDS = env_int("CRUNCH_REQUEUE_SECONDS", 30, minimum=1)
 # How long a job's own token lives at most (seconds); it is revoked when the job ends.
 CRUNCH_JOB_TOKEN_TTL = env_int("CRUNCH_JOB_TOKEN_TTL", 7 * 24 * 3600, minimum=60)
 CELERY_BROKER_FILESYSTEM_DIR = CRUNCH_DATA_DIR / "broker"
+# Workers: where runs happen, the user scripts run as when the worker is root, the container
+# engine's command (empty: docker if its engine answers, else podman) and extra options for
+# `<engine> run`.
+CRUNCH_WORK_DIR = Path(
+    env_str("CRUNCH_WORK_DIR") or Path(tempfile.gettempdir()) / "crunch-work"
+).resolve()
+CRUNCH_RUN_AS = env_command("CRUNCH_RUN_AS") or "nobody"
+CRUNCH_CONTAINER_CLI = env_command("CRUNCH_CONTAINER_CLI")
+CRUNCH_CONTAINER_RUN_ARGS = env_words("CRUNCH_CONTAINER_RUN_ARGS")
 
 LOGGING = {
     "version": 1,

@@ -87,7 +87,7 @@ class Answer:
 
     def json(self) -> Any:
         try:
-            return json.loads(self.body)
+            return json.loads(bytes(self.body))
         except ValueError:
             raise ClientError(f"The server's answer is not JSON: {self.body[:200]!r}") from None
 
@@ -254,7 +254,7 @@ class ApiClient:
             body=data,
             headers={"Content-Type": "application/octet-stream"},
         )
-        locator = answer.body.decode("ascii", "replace").strip()
+        locator = bytes(answer.body).decode("ascii", "replace").strip()
         if not locator.startswith(f"{md5}+"):
             raise ClientError(f"Unexpected answer to a block upload: {locator[:100]!r}")
         return locator
@@ -401,9 +401,9 @@ def _query_value(value: Any) -> str:
 
 def _errors_of(answer: Answer) -> list[str]:
     try:
-        data = json.loads(answer.body)
+        data = json.loads(bytes(answer.body))  # a view when the caller gave a buffer
     except ValueError:
-        text = answer.body.decode("utf-8", "replace").strip()
+        text = bytes(answer.body).decode("utf-8", "replace").strip()
         return [text[:500]] if text else []
     errors = data.get("errors") if isinstance(data, dict) else None
     if isinstance(errors, list):

@@ -79,9 +79,11 @@ def _member(archive: tarfile.TarFile, name: str) -> bytes:
     return handle.read()
 
 
-def container_cli() -> str:
-    """CRUNCH_CONTAINER_CLI, else docker if its engine answers, else podman."""
-    configured = os.environ.get("CRUNCH_CONTAINER_CLI")
+def container_cli(configured: str) -> str:
+    """The engine's command: `configured` (CRUNCH_CONTAINER_CLI), else docker if its engine
+    answers, else podman. Workers pass the setting (api/settings.py validates it); this
+    client command, which loads no server settings, reads the variable as it reads
+    ARVADOS_API_HOST (`client_container_cli`)."""
     if configured:
         return configured
     docker = shutil.which("docker")
@@ -93,10 +95,21 @@ def container_cli() -> str:
     raise CommandError("no container engine: set CRUNCH_CONTAINER_CLI, or install docker or podman")
 
 
+def client_container_cli() -> str:
+    """CRUNCH_CONTAINER_CLI as `crunch keepdocker` reads it: from its own environment."""
+    configured = os.environ.get("CRUNCH_CONTAINER_CLI", "")
+    if configured.startswith("-") or any(c.isspace() for c in configured):
+        raise CommandError(
+            f"CRUNCH_CONTAINER_CLI must be one word that does not start with '-', not "
+            f"{configured!r}"
+        )
+    return container_cli(configured)
+
+
 def save_image(image: str, destination: Path) -> None:
     if not _IMAGE_REF_RE.match(image):
         raise CommandError(f"{image!r} is not an image name")
-    engine = container_cli()
+    engine = client_container_cli()
     result = subprocess.run(
         [engine, "save", "--output", str(destination), "--", image],
         capture_output=True,

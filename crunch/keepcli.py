@@ -406,7 +406,7 @@ def _write_stream(
 ) -> None:
     """A file's bytes in order to `out`, with up to `threads` blocks fetched ahead."""
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="get") as pool:
-        ahead: list[Future[bytes]] = []
+        ahead: list[Future[bytes | memoryview]] = []
         upcoming: Iterator[manifests.Piece] = iter(pieces)
         queued: list[manifests.Piece] = []
 

@@ -42,7 +42,6 @@ import logging
 import os
 import pwd
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -92,7 +91,7 @@ class RunFailed(Exception):
 
 
 def work_root() -> Path:
-    root = Path(os.environ.get("CRUNCH_WORK_DIR") or Path(tempfile.gettempdir()) / "crunch-work")
+    root = Path(settings.CRUNCH_WORK_DIR)
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -103,7 +102,7 @@ def run_as() -> tuple[int, int] | None:
     otherwise scripts run as the worker's user."""
     if os.geteuid() != 0:
         return None
-    name = os.environ.get("CRUNCH_RUN_AS") or "nobody"
+    name = settings.CRUNCH_RUN_AS
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -314,11 +313,9 @@ def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
 
 
 def container_run_args() -> list[str]:
-    """CRUNCH_CONTAINER_RUN_ARGS, split like a shell would (but never run by one)."""
-    try:
-        return shlex.split(os.environ.get("CRUNCH_CONTAINER_RUN_ARGS", ""))
-    except ValueError as exc:
-        raise RunFailed(f"CRUNCH_CONTAINER_RUN_ARGS cannot be split: {exc}") from None
+    """CRUNCH_CONTAINER_RUN_ARGS, split like a shell would (but never run by one) when the
+    settings load."""
+    return list(settings.CRUNCH_CONTAINER_RUN_ARGS)
 
 
 class ContainerRuntime(Runtime):
@@ -364,7 +361,7 @@ class ContainerRuntime(Runtime):
         assert match is not None
         self.image_id = match.group(1).lower()
         assert _IMAGE_ID_RE.match(self.image_id)
-        self.cli = container_cli()
+        self.cli = container_cli(settings.CRUNCH_CONTAINER_CLI)
         if self._has_image():
             r.log.note(f"image sha256:{self.image_id} is in {self.cli}")
             return
@@ -787,7 +784,10 @@ class Runner:
     def _pump(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
         for line in iter(process.stdout.readline, b""):
-            self.log.write(line.decode("utf-8", "replace"))
+            # Only the script's last line can lack its newline: end it, so that what
+            # follows in the log (crunch's own lines) starts a line of its own.
+            text = line.decode("utf-8", "replace")
+            self.log.write(text if text.endswith("\n") else text + "\n")
         process.stdout.close()
 
     # --- results --------------------------------------------------------------------------

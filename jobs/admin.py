@@ -42,7 +42,7 @@ from django.utils.safestring import SafeString
 
 from jobs import manifests
 from jobs.exceptions import CrunchError
-from jobs.follow import JobView
+from jobs.follow import JobView, chunk_lines
 from jobs.models import (
     ApiClientAuthorization,
     Collection,
@@ -58,6 +58,7 @@ from jobs.models import (
     User,
 )
 from jobs.models.jobs import DESCRIPTION_MAX
+from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.selectors import job_executions
 from jobs.services.jobs import SERVICE as JOB_SERVICE
 from jobs.services.jobs import job_cancel
@@ -156,9 +157,8 @@ class NodeAdmin(admin.ModelAdmin):
 
 # --- jobs -----------------------------------------------------------------------------------
 
-# The dispatcher's order: it claims the highest priority first, then the oldest
-# (jobs.services.runs.job_claim); the `jobs/queue` API lists them the same way.
-QUEUE_ORDER = ("-priority", "created_at", "id")
+# The dispatcher's order: it claims the highest priority first, then the oldest (jobs.queue).
+QUEUE_ORDER = RUN_ORDER
 QUEUE_SHOWN = 500  # rows per table on the queue page; the summary counts them all
 QUEUE_REFRESH_SECONDS = 5
 LOG_TAIL_LINES = 50
@@ -242,9 +242,8 @@ class RunningRow:
 def queue_snapshot(now: dt.datetime) -> dict[str, Any]:
     """What the queue page shows: queued jobs in the dispatcher's order with their position,
     waiting time and placement status; running jobs with their node; live nodes busy/idle."""
-    queued_jobs = Job.objects.filter(state=JobState.QUEUED)
-    queue_size = queued_jobs.count()
-    queued = list(queued_jobs.order_by(*QUEUE_ORDER)[:QUEUE_SHOWN])
+    queue_size = queued_jobs().count()
+    queued = list(queued_jobs()[:QUEUE_SHOWN])
     running_jobs = Job.objects.filter(state=JobState.RUNNING)
     running_count = running_jobs.count()
     running = list(running_jobs.order_by("started_at", "id")[:QUEUE_SHOWN])
@@ -315,7 +314,7 @@ def log_tail(job: Job, lines: int = LOG_TAIL_LINES) -> dict[str, Any]:
         .order_by("-seq")
         .values_list("seq", "text")[:lines]
     )
-    text = "".join(chunk for _, chunk in reversed(chunks))
+    text = "".join(chunk_lines(chunk) for _, chunk in reversed(chunks))
     return {
         "uuid": job.uuid,
         "state": job.state,
@@ -564,7 +563,7 @@ class JobAdmin(admin.ModelAdmin):
         name
         for _title, section in fieldsets
         for name in section["fields"]
-        if name not in JobForm.Meta.fields
+        if isinstance(name, str) and name not in JobForm.Meta.fields
     )
 
     # --- pages and urls ------------------------------------------------------------------
@@ -654,7 +653,8 @@ class JobAdmin(admin.ModelAdmin):
         """The whole log as stored so far, as plain text."""
         job = self._job_or_404(request, object_id)
         text = "".join(
-            LogChunk.objects.filter(job_uuid=job.uuid)
+            chunk_lines(chunk)
+            for chunk in LogChunk.objects.filter(job_uuid=job.uuid)
             .order_by("seq")
             .values_list("text", flat=True)
             .iterator(chunk_size=500)

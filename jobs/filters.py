@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import models
@@ -338,8 +338,8 @@ def compile_where(model: type[models.Model], where: dict[str, Any]) -> Q:
             if isinstance(value, list) and len(value) == 2 and value[0] == "contains":
                 needle = str(value[1])
                 any_q = Q(pk__in=[])
-                for column, kind in types.items():
-                    if kind == TEXT and column != "owner_uuid":
+                for column, column_kind in types.items():
+                    if column_kind == TEXT and column != "owner_uuid":
                         any_q |= Q(**{f"{column}__icontains": needle})
                 q &= any_q
             continue
@@ -400,7 +400,7 @@ def _rename_text(q: Q) -> Q:
         if isinstance(child, Q):
             children.append(_rename_text(child))
         else:
-            key, value = child
+            key, value = cast(tuple[str, Any], child)
             children.append((key.replace("__crunchtext", "_crunchtext"), value))
     clone = Q()
     clone.connector, clone.negated, clone.children = q.connector, q.negated, children

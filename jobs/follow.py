@@ -12,9 +12,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
+from jobs import queue
 from jobs.models import Job, JobState, LogChunk, Node
 from jobs.uuids import system_user_uuid
 
@@ -25,6 +25,7 @@ CANCEL_GRACE = dt.timedelta(seconds=30)
 READ_CHUNKS = 64  # chunks per read (each at most about 64 KiB)
 
 JOB_FIELDS = (
+    "id",
     "uuid",
     "state",
     "priority",
@@ -44,6 +45,7 @@ JOB_FIELDS = (
 class JobView:
     """What a follower needs of a job's row."""
 
+    id: int
     uuid: str
     state: str
     priority: int
@@ -73,6 +75,14 @@ class JobView:
         if self.is_locked_by_uuid != system_user_uuid():
             return True  # run by an outside dispatcher: nothing of ours writes its log
         return self.cancelled_at is None or timezone.now() - self.cancelled_at > CANCEL_GRACE
+
+
+def chunk_lines(text: str) -> str:
+    """A chunk's text as lines of the log: every chunk ends a line. Runners store whole
+    lines; a chunk without its final newline (a script's last line, as stored before runners
+    ended it) still ends one, so that what follows it (crunch's own lines, the stream's end
+    line) starts on a line of its own. Every reader of chunks joins them through this."""
+    return text if text.endswith("\n") else text + "\n"
 
 
 def job_view(uuid: str) -> JobView | None:
@@ -145,7 +155,7 @@ def tail_start(job_uuid: str, buffer_size: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class QueueStatus:
-    position: int  # jobs ahead of this one, in the order workers take them
+    position: int  # jobs ahead of this one, in the order workers take them (jobs.queue)
     size: int
     nodes_idle: int
     nodes_alloc: int
@@ -153,10 +163,7 @@ class QueueStatus:
 
 
 def queue_status(view: JobView) -> QueueStatus:
-    queued = Job.objects.filter(state=JobState.QUEUED)
-    ahead = queued.filter(
-        Q(priority__gt=view.priority) | Q(priority=view.priority, created_at__lt=view.created_at)
-    ).count()
+    ahead = queue.position(priority=view.priority, created_at=view.created_at, pk=view.id)
     cutoff = timezone.now() - dt.timedelta(seconds=settings.CRUNCH_WORKER_TTL)
     live = set(Node.objects.filter(last_ping_at__gte=cutoff).values_list("uuid", flat=True))
     busy = set(
@@ -166,7 +173,7 @@ def queue_status(view: JobView) -> QueueStatus:
     )
     return QueueStatus(
         position=ahead,
-        size=queued.count(),
+        size=queue.queued_jobs().count(),
         nodes_idle=len(live - busy),
         nodes_alloc=len(busy),
         cannot_run=view.scheduling_status,

@@ -28,10 +28,10 @@ def _like_to_glob(pattern: str) -> str:
 class _PatternLookup(Lookup):  # type: ignore[type-arg]
     operator = "LIKE"
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
         lhs, lhs_params = self.process_lhs(compiler, connection)
         rhs, rhs_params = self.process_rhs(compiler, connection)
-        return f"{lhs} {self.operator} {rhs}", [*lhs_params, *rhs_params]
+        return f"{lhs} {self.operator} {rhs}", (*lhs_params, *rhs_params)
 
 
 @CharField.register_lookup
@@ -39,11 +39,11 @@ class _PatternLookup(Lookup):  # type: ignore[type-arg]
 class Like(_PatternLookup):
     lookup_name = "sql_like"
 
-    def as_sqlite(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    def as_sqlite(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
         lhs, lhs_params = self.process_lhs(compiler, connection)
         rhs, rhs_params = self.process_rhs(compiler, connection)
-        rhs_params = [_like_to_glob(p) if isinstance(p, str) else p for p in rhs_params]
-        return f"{lhs} GLOB {rhs}", [*lhs_params, *rhs_params]
+        globs = [_like_to_glob(p) if isinstance(p, str) else p for p in rhs_params]
+        return f"{lhs} GLOB {rhs}", (*lhs_params, *globs)
 
 
 @CharField.register_lookup

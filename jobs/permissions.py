@@ -113,7 +113,8 @@ def level_on(user: User, obj: ArvadosModel, *, enough: int = MANAGE) -> int:
         head_uuid=obj.uuid,
         tail_uuid__in=list(levels),
     ).values_list("tail_uuid", "name"):
-        best = max(best, min(levels[tail], PERMISSION_LEVELS[name]))
+        if tail is not None and name is not None:  # always: the query asked for both
+            best = max(best, min(levels[tail], PERMISSION_LEVELS[name]))
     return best
 
 

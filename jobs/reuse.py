@@ -21,21 +21,19 @@ constraint and reusing a job that does not satisfy it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
 from django.db.models import Q
 
 from jobs import docker, git
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
+from jobs.locks import advisory_lock
 from jobs.models import Job, JobState, User
 from jobs.selection import (
     CANDIDATE_ORDER,
@@ -267,31 +265,16 @@ def _require_identity_filters(filters: list[Any]) -> None:
 
 # --- The identity lock ------------------------------------------------------------------
 
-_LOCAL_LOCK = threading.Lock()
-
 
 @contextmanager
 def identity_lock(*, repository: str, script: str, digest: str) -> Iterator[None]:
     """A transaction that no other find_or_create for the same (repository, script,
     parameters digest) overlaps: the second one starts its search only once the first one's
-    job is committed, so it finds that job instead of creating another.
-
-    PostgreSQL: a transaction-scoped advisory lock taken first in the transaction and
-    released by its commit, so every API process agrees. SQLite: a process-wide lock held
-    around the whole transaction, commit included (released before the commit, it would let
-    the next submission search before the first one's job is visible). Writes are
-    serialised there anyway, and the embedded default runs one API process.
-    """
-    key = f"{repository}\x00{script}\x00{digest}".encode()
-    if connection.vendor == "postgresql":
-        number = int.from_bytes(hashlib.sha256(key).digest()[:8], "big", signed=True)
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [number])
-            yield
-    else:
-        with _LOCAL_LOCK, transaction.atomic():
-            yield
+    job is committed, so it finds that job instead of creating another. The blocking lock of
+    `jobs.locks`: transaction-scoped on PostgreSQL, so every API process agrees; on SQLite
+    one lock of the process held around the whole transaction, commit included."""
+    with advisory_lock(f"{repository}\x00{script}\x00{digest}"):
+        yield
 
 
 # --- Candidates ---------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def object_by_uuid(uuid: str) -> ArvadosModel | None:
     model = model_for_uuid(uuid)
     if model is None:
         return None
-    return model.objects.filter(uuid=uuid).first()
+    return model._default_manager.filter(uuid=uuid).first()
 
 
 def restrict_readable(queryset: QuerySet, users: list[User]) -> QuerySet:
@@ -65,7 +65,7 @@ def restrict_readable(queryset: QuerySet, users: list[User]) -> QuerySet:
 
 
 def readable_queryset(model: type[models.Model], user: User) -> QuerySet:
-    return restrict_readable(model.objects.all(), [user])
+    return restrict_readable(model._default_manager.all(), [user])
 
 
 def readable_object(queryset: QuerySet, users: list[User], uuid: str) -> Any:

@@ -17,8 +17,8 @@ from typing import Any
 from django.db.models import Q
 
 from jobs import spec as specs
+from jobs.locks import advisory_lock
 from jobs.models import Job, JobState
-from jobs.reuse import identity_lock
 from jobs.selection import (
     CANDIDATE_ORDER,
     EXPLAIN_LIMIT,
@@ -80,7 +80,9 @@ def submit_prepared(*, actor: Actor, job: Job, reuse: bool, explain: bool) -> Su
         if chosen is not None:
             reuse_record(job=chosen, actor=actor, attrs=_record_attrs(job), filters=None)
             return Submission(chosen, True, None)
-    with identity_lock(repository="", script="", digest=key):
+    # Identical concurrent submissions get one job: the second searches once the first's
+    # job is committed.
+    with advisory_lock(f"reuse-key\x00{key}"):
         chosen, decisions = select(reuse_candidates(user=user, key=key), user=user)
         explanation = (
             {

@@ -1,7 +1,8 @@
 """Real git for tests: an isolated client environment and the spec's example repository.
 
 The example (spec conventions): a linear history C1 -> C2 -> C3 -> C4, lightweight tag `tag1`
-at C2, branch `master` at C3, branch `b1` at C4, HEAD -> b1.
+at C2, branch `master` at C3, branch `b1` at C4, HEAD -> b1. Every commit holds the script
+`crunch_scripts/hash` (jobs are refused unless their script is in their commit).
 """
 
 from __future__ import annotations
@@ -74,12 +75,20 @@ class Example:
         return self.git("rev-parse", "HEAD").stdout.strip()
 
 
+EXAMPLE_SCRIPT = "hash"
+
+
 def build_example(tmp: Path) -> Example:
     """The example history in a working repository under `tmp` (not pushed anywhere)."""
     env = client_env(tmp / "home")
     work = tmp / "work"
     run_git(env, "init", "-q", "--initial-branch=b1", str(work))
     example = Example(work=work, env=env, c1="", c2="", c3="", c4="")
+    script = work / "crunch_scripts" / EXAMPLE_SCRIPT
+    script.parent.mkdir()
+    script.write_text('#!/bin/sh\nmd5sum "$0"\n')
+    script.chmod(0o755)
+    example.git("add", "crunch_scripts")
     base = 1_500_000_000
     example.c1 = example.commit("C1", base)
     example.c2 = example.commit("C2", base + 60)

@@ -21,6 +21,7 @@ from api.viewsets.base import ArvadosViewSet
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
 from jobs.models import Execution, Job, JobState, Node
+from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.reuse import flag, job_submit, translate_filters
 from jobs.selectors import job_executions
 from jobs.services.jobs import job_cancel, job_lock, require_attributes
@@ -197,14 +198,13 @@ class JobViewSet(ArvadosViewSet):
         """List the queued jobs readable by the caller, in run order."""
         lp = parse_list_params(self.params, Job, Job.all_api_fields())
         if lp.order[:2] == ["-modified_at", "uuid"]:  # no valid order from the client
-            lp.order = ["-priority", "created_at", *lp.order]
-        queryset = self.filtered(lp).filter(state=JobState.QUEUED)
-        return self.list_response(queryset, lp)
+            lp.order = list(RUN_ORDER)
+        return self.list_response(queued_jobs(self.filtered(lp)), lp)
 
     @action(detail=False, methods=["get"])
     def queue_size(self, request: Request) -> Response:
         """The number of queued jobs, all users' (spec §5.8): {"queue_size": N}."""
-        return Response({"queue_size": Job.objects.filter(state=JobState.QUEUED).count()})
+        return Response({"queue_size": queued_jobs().count()})
 
     # --- state changes ---------------------------------------------------------------------
 

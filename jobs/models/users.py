@@ -25,7 +25,7 @@ class User(AbstractUser, ArvadosModel):
     prefs = models.JSONField(null=True, blank=True)
     default_owner_uuid = models.CharField(max_length=27, null=True, blank=True)
 
-    objects = CrunchUserManager()
+    objects: ClassVar[CrunchUserManager] = CrunchUserManager()
 
     API_FIELDS: ClassVar[tuple[str, ...]] = (
         "email",

@@ -60,6 +60,7 @@ NORMALISED_ATTRIBUTES = (
 )
 _LOOSE_LOCATOR_RE = re.compile(r"^[0-9a-f]{32,}(\+[@\w]+)*\Z")
 _COLLECTION_UUID_RE = re.compile(r"[a-z0-9]{5}-4zz18-[a-z0-9]{15}")
+SCRIPTS_DIR = "crunch_scripts"  # a job runs <SCRIPTS_DIR>/<script> from its commit
 _SCRIPT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}\Z")
 # §2.11: attributes a lock protects from everyone but its holder (and the system user).
 LOCK_PROTECTED = frozenset(
@@ -220,12 +221,11 @@ class JobService(ResourceService):
         command_job = job.command is not None or "command" in getattr(job, "_given", ())
         if creating or changed & {*COMMAND_ATTRIBUTES, "labels", "meta", "script", "repository"}:
             self._check_command(job, actor=actor, errors=errors)
+        script_ok = True
         if not command_job and (creating or {"script"} & changed):
-            if (
-                not isinstance(job.script, str)
-                or not _SCRIPT_RE.match(job.script)
-                or ".." in job.script
-            ):
+            script_ok = isinstance(job.script, str) and bool(_SCRIPT_RE.match(job.script))
+            if not script_ok or ".." in str(job.script):
+                script_ok = False
                 errors.append(
                     f"Script {json.dumps(job.script)} must name a file in crunch_scripts/ "
                     "(letters, digits, '_', '-', '+', '.'; no '/' or '..')"
@@ -234,13 +234,22 @@ class JobService(ResourceService):
             for name in ("repository", "script_version"):
                 if getattr(job, name) is None:
                     errors.append(f"{name} attribute must be specified")
+        version_ok = True
         if (
             job.state != JobState.RUNNING
             and (creating or {"repository", "script_version"} & changed)
             and job.repository is not None
             and job.script_version is not None
         ):
-            self._resolve_version(job, actor=actor, changed=changed, errors=errors)
+            version_ok = self._resolve_version(job, actor=actor, changed=changed, errors=errors)
+        if (
+            job.script
+            and script_ok
+            and version_ok
+            and job.state != JobState.RUNNING
+            and (creating or {"script", "script_version", "repository"} & changed)
+        ):
+            self._check_script(job, actor=actor, errors=errors)
         if creating or "runtime_constraints" in changed:
             self._resolve_runtime(job, actor=actor, changed=changed, errors=errors)
         if not errors:
@@ -317,20 +326,31 @@ class JobService(ResourceService):
 
     def _resolve_version(
         self, job: Job, *, actor: Actor, changed: set[str], errors: list[str]
-    ) -> None:
+    ) -> bool:
         """§2.3: script_version becomes the 40-hex commit; the text given is kept in
-        supplied_script_version. An unusable repository raises (422) at once."""
+        supplied_script_version. An unusable repository raises (422) at once. False when
+        the version resolves to no commit (the message is in `errors`)."""
         given = job.script_version
         commit = git.resolve_commit(user=actor.user, repo=job.repository, ref=given)
         if commit is None:
             errors.append(f"Script version {given} does not resolve to a commit")
-            return
+            return False
         if not job.supplied_script_version:
             job.supplied_script_version = given
             changed.add("supplied_script_version")
         if commit != given:
             job.script_version = commit
             changed.add("script_version")
+        return True
+
+    def _check_script(self, job: Job, *, actor: Actor, errors: list[str]) -> None:
+        """The script a job runs must be in its commit: a job that could only fail is
+        refused at submission, naming the path and the commit."""
+        path = f"{SCRIPTS_DIR}/{job.script}"
+        if not git.path_exists(
+            user=actor.user, repo=job.repository, commit=job.script_version, path=path
+        ):
+            errors.append(f"{path} is not in commit {job.script_version} of {job.repository}")
 
     def _resolve_runtime(
         self, job: Job, *, actor: Actor, changed: set[str], errors: list[str]

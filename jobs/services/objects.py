@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from django.db import IntegrityError, models, transaction
 from django.db.backends.base.operations import BaseDatabaseOperations
@@ -167,7 +167,8 @@ class ResourceService:
         for name, value in attrs.items():
             if name in model.IGNORED_FIELDS or name == "uuid":
                 continue
-            field = model._meta.get_field(name)
+            # A concrete column: attrs hold API fields only (checked above), never relations.
+            field = cast(models.Field, model._meta.get_field(name))
             converted, error = coerce(field, name, value)
             if error:
                 errors.append(error)

@@ -10,21 +10,22 @@ unlocked → Running, so duplicate, late or lost messages cannot run a job twice
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from jobs.follow import chunk_lines
+from jobs.locks import try_advisory_lock
 from jobs.models import ApiClientAuthorization, ExecutionState, Job, JobState, LogChunk, Node, User
+from jobs.queue import queued_jobs
 from jobs.services.executions import executions_end_running
 from jobs.services.tokens import system_user, token_create
 from jobs.transitions import job_settle, job_transition
@@ -138,8 +139,8 @@ def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
     node = Node.objects.filter(uuid=node_uuid).first() if node_uuid else None
     caps = Capabilities.of(node) if node is not None else None
     candidates = (
-        Job.objects.filter(state=JobState.QUEUED, is_locked_by_uuid__isnull=True)
-        .order_by("-priority", "created_at", "id")
+        queued_jobs()
+        .filter(is_locked_by_uuid__isnull=True)
         .only("pk", "uuid", "runtime_constraints")[:CLAIM_BATCH]
     )
     for candidate in candidates:
@@ -228,7 +229,12 @@ def job_set_log(*, job_uuid: str, log_pdh: str) -> None:
 
 def job_log_text(*, job_uuid: str) -> str:
     return "".join(
-        LogChunk.objects.filter(job_uuid=job_uuid).order_by("seq").values_list("text", flat=True)
+        map(
+            chunk_lines,
+            LogChunk.objects.filter(job_uuid=job_uuid)
+            .order_by("seq")
+            .values_list("text", flat=True),
+        )
     )
 
 
@@ -273,26 +279,10 @@ def job_finish(
 
 @contextmanager
 def exclusive(name: str) -> Iterator[bool]:
-    """Yields True in at most one process at a time (False elsewhere): a PostgreSQL advisory
-    lock for the transaction, or on SQLite (one machine) a file lock."""
-    if connection.vendor == "postgresql":
-        key = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big", signed=True)
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
-            yield bool(cursor.fetchone()[0])
-        return
-    folder = Path(settings.CRUNCH_DATA_DIR) / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{name}.lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Yields True in at most one process at a time (False elsewhere): the try-lock of
+    `jobs.locks` (a PostgreSQL advisory lock for the transaction, a file lock on SQLite)."""
+    with try_advisory_lock(name) as mine:
+        yield mine
 
 
 @dataclass
@@ -356,7 +346,7 @@ def sweep() -> SweepReport | None:
             for n in nodes.values()
             if n.last_ping_at is not None and n.last_ping_at >= now - ttl
         )
-        queued = Job.objects.filter(state=JobState.QUEUED).order_by("-priority", "created_at")
+        queued = queued_jobs()
         for job in queued[:1000]:
             status = None
             if live:

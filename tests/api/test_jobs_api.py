@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from jobs import git
-from jobs.models import Job, Link, Node
+from jobs.models import Job, Link, Node, Repository
 from jobs.services.jobs import parameters_digest
 from tests.api.test_conventions import assert_error
 from tests.git_helpers import Example, build_example, in_bare
@@ -225,6 +225,46 @@ def test_script_names_stay_in_crunch_scripts(api, active, foo, script):
     status, data = api.post("jobs", body={"job": job_attrs(script=script)}, token=token)
     assert_error(status, data, 422)
     assert "crunch_scripts" in data["errors"][0]
+
+
+def test_a_script_that_is_not_in_the_commit_is_refused(api, active, foo):
+    _, token = active
+    status, data = api.post("jobs", body={"job": job_attrs(script="nope")}, token=token)
+    assert_error(status, data, 422, f"crunch_scripts/nope is not in commit {foo.c3} of active/foo")
+    assert not Job.objects.exists()
+    # A script added later: refused at the commits before it, accepted from its commit on.
+    foo.git("checkout", "-q", "b1")
+    (foo.work / "crunch_scripts" / "late").write_text("#!/bin/sh\n")
+    foo.git("add", "crunch_scripts/late")
+    foo.git("commit", "-q", "-m", "late script")
+    c5 = foo.git("rev-parse", "HEAD").stdout.strip()
+    foo.git("push", "-q", str(bare_of(foo)), "b1")
+    assert_error(
+        *api.post("jobs", body={"job": job_attrs(script="late")}, token=token),
+        422,
+        f"crunch_scripts/late is not in commit {foo.c3} of active/foo",
+    )
+    job = create(api, token, script="late", script_version="b1")
+    assert job["script_version"] == c5
+    # Changing the script or the version of a queued job checks again.
+    assert_error(
+        *api.put(f"jobs/{job['uuid']}", body={"job": {"script_version": "master"}}, token=token),
+        422,
+        f"crunch_scripts/late is not in commit {foo.c3} of active/foo",
+    )
+    assert_error(
+        *api.put(f"jobs/{job['uuid']}", body={"job": {"script": "gone"}}, token=token),
+        422,
+        f"crunch_scripts/gone is not in commit {c5} of active/foo",
+    )
+    assert Job.objects.get(uuid=job["uuid"]).script == "late"
+    # Other changes do not look at the commit again.
+    updated = api.ok("PUT", f"jobs/{job['uuid']}", body={"job": {"priority": 3}}, token=token)
+    assert updated["priority"] == 3
+
+
+def bare_of(example: Example) -> Any:
+    return git.repository_path(Repository.objects.get(name="active/foo").uuid)
 
 
 def test_server_only_attributes_are_dropped(api, active, foo):

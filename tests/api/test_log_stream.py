@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from api.follow_engine import Format, Start, follow_log, synchronous
 from api.logstream import negotiate
 from jobs import follow
 from jobs.models import Job, LogChunk
+from jobs.services import runs
 from tests.rows import add_chunks, make_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -143,6 +145,42 @@ def test_event_stream_ids_and_last_event_id(client: Any, active: tuple[Any, str]
     assert "id: 2\ndata: line 4\n\nevent: end" in resumed
 
 
+def test_a_last_line_without_a_newline_ends_before_the_end_line(
+    client: Any, active: tuple[Any, str]
+) -> None:
+    job = finished(active[0])
+    LogChunk.objects.filter(job_uuid=job.uuid, seq=2).update(text="no newline at the end")
+    for follow_on in ("true", "false"):  # the live path and the backlog path
+        text = body(stream(client, job, active[1], since=0, follow=follow_on))
+        assert text.startswith("line 0\nline 1\nline 2\nline 3\nno newline at the end\n"), text
+        lines = text.splitlines()
+        assert len(lines) == 6 and f" job {job.uuid} Complete finished_at " in lines[5]
+        assert text.endswith("\n")
+        events = body(
+            stream(client, job, active[1], accept="text/event-stream", since=0, follow=follow_on)
+        )
+        assert "id: 2\ndata: no newline at the end\n\nevent: end\ndata: {" in events
+    # a tail that starts inside the last chunk, at its line
+    tail = body(stream(client, job, active[1], buffer_size=25)).splitlines()
+    assert tail[0] == "no newline at the end" and " Complete finished_at " in tail[1]
+
+
+def test_every_reader_of_a_log_ends_a_chunk_without_a_newline(
+    client: Any, active: tuple[Any, str]
+) -> None:
+    """A chunk that lacks its final newline (a script's last line) ends a line for every
+    reader, so that a system note after it starts a line of its own everywhere."""
+    job = make_job(active[0], state="Running", started_at=timezone.now())
+    add_chunks(job, ["line 0\n", "no newline at the end"])
+    runs.job_log_note(job_uuid=job.uuid, message="the worker went away")
+    lines = runs.job_log_text(job_uuid=job.uuid).splitlines()  # the saved log collection
+    assert lines[:2] == ["line 0", "no newline at the end"]
+    assert lines[2].endswith(" crunch: the worker went away") and len(lines) == 3
+    assert runs.job_log_text(job_uuid=job.uuid).endswith("\n")
+    streamed = body(stream(client, job, active[1], since=0, follow="false"))
+    assert streamed.splitlines() == lines
+
+
 def test_follow_false_on_a_running_job_sends_what_is_there(
     client: Any, active: tuple[Any, str]
 ) -> None:
@@ -191,3 +229,34 @@ def test_errors(client: Any, active: tuple[Any, str], spectator: tuple[Any, str]
     )
     assert bad_header.status_code == 422
     assert client.delete(url, HTTP_AUTHORIZATION=f"Bearer {active[1]}").status_code == 404
+
+
+class NumberedLines(Format):
+    """Another door's format: each chunk's lines numbered by chunk, and a plain end."""
+
+    def chunk(self, seq: int, text: str) -> bytes:
+        return "".join(f"{seq}| {line}\n" for line in text.splitlines()).encode()
+
+    def status(self, view: follow.JobView, status: follow.QueueStatus) -> bytes:
+        return f"waiting, {status.position} ahead\n".encode()
+
+    def end(self, view: follow.JobView | None) -> bytes:
+        return f"ended {view.state if view else 'deleted'}\n".encode()
+
+
+@pytest.mark.parametrize("follow_on", [True, False])
+def test_the_follow_engine_streams_in_a_doors_own_format(
+    active: tuple[Any, str], follow_on: bool
+) -> None:
+    job = finished(active[0])
+    start = Start(since=1, buffer_size=0)
+    parts = synchronous(follow_log(job.uuid, start, NumberedLines(job.uuid), follow=follow_on))
+    assert b"".join(parts).decode() == ("1| line 2\n1| line 3\n2| line 4\nended Complete\n")
+    queued = make_job(active[0])
+    add_chunks(queued, ["requeued: the worker went away\n"])
+    parts = synchronous(
+        follow_log(
+            queued.uuid, Start(since=0, buffer_size=0), NumberedLines(queued.uuid), follow=False
+        )
+    )
+    assert b"".join(parts).decode() == "waiting, 0 ahead\n0| requeued: the worker went away\n"

@@ -195,6 +195,19 @@ def test_legacy_unresolvable_version_fails_instead_of_matching_everything(w: Wor
     assert Job.objects.count() == 1
 
 
+def test_a_script_that_is_not_in_the_commit_is_reused_but_never_created(w: World) -> None:
+    """A submission whose script is not in the commit: an earlier job that ran it (before
+    the check, or through a repository that changed) is still handed back; a miss would
+    create a job, and creating checks the script."""
+    done = w.done()
+    Job.objects.filter(uuid=done["uuid"]).update(script="gone")
+    assert w.reuse(script="gone")["uuid"] == done["uuid"]
+    assert w.error(script="gone", script_parameters={"a": 1}) == (
+        f"crunch_scripts/gone is not in commit {w.c3} of active/foo"
+    )
+    assert Job.objects.count() == 1
+
+
 def test_legacy_repository_must_be_readable(w: World, make_user: Any) -> None:
     w.done()
     _, token = make_user("stranger")

@@ -40,6 +40,10 @@ done
 echo "about to fail"
 exit 3
 """,
+    "partial": """#!/bin/sh
+echo "first"
+printf 'no newline at the end'
+""",
 }
 
 ANSI = re.compile(r"\x1b\[")
@@ -343,6 +347,26 @@ def test_submit_follow_exits_with_the_jobs_state(cli: Cli, stack: Stack) -> None
     )
     assert code == 2 and log_lines(out) == ["about to fail"]
     assert re.search(r"job \S+ Failed finished_at", err)
+
+
+def test_a_last_line_without_a_newline_is_a_line_of_its_own(cli: Cli, stack: Stack) -> None:
+    code, out, err = cli(
+        "submit", "--repository", stack.repo, "--version", "main", "--script", "partial", "-f"
+    )
+    assert code == 0, err
+    uuid = out.split()[0]
+    assert "first\nno newline at the end\n" in out
+    assert re.search(rf"^\S+ job {uuid} Complete finished_at ", err, re.MULTILINE)
+    # The saved log: crunch's own line after the script's last one starts a new line.
+    text = stack.log_text(stack.wait_for_log(uuid))
+    assert re.search(r"\nno newline at the end\n\S+ crunch: the script succeeded\n$", text)
+    # On a terminal, where the log and the end state share the screen.
+    code, shown = in_terminal(stack, "logs", uuid)
+    assert code == 0
+    lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line) for line in shown.splitlines()]
+    last = lines.index("no newline at the end")
+    assert lines[last + 1].endswith(" crunch: the script succeeded")
+    assert lines[last + 2].startswith("● Complete") and uuid in lines[last + 2]
 
 
 def test_logs_whole_follow_since_and_json(cli: Cli, stack: Stack) -> None:

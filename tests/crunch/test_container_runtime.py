@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -317,7 +318,7 @@ def test_cancel_stops_the_container(container_stack: Stack, podman: Podman) -> N
 
 
 def test_the_engine_command_carries_no_secret_and_no_user_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, settings: Any
 ) -> None:
     """What the runtime asks of the engine, recorded by a stand-in CLI: every argument a list
     element, variable values only in its environment, the image as its hex id."""
@@ -333,8 +334,8 @@ def test_the_engine_command_carries_no_secret_and_no_user_text(
         "    f.write(json.dumps([sys.argv[1:], dict(os.environ)]) + '\\n')\n"
     )
     fake.chmod(0o755)
-    monkeypatch.setenv("CRUNCH_WORK_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("CRUNCH_CONTAINER_RUN_ARGS", "--network none --label 'a b'")
+    settings.CRUNCH_WORK_DIR = tmp_path / "runs"
+    settings.CRUNCH_CONTAINER_RUN_ARGS = ["--network", "none", "--label", "a b"]
     job = Job(
         uuid="zzzzz-8i9sb-000000000000001",
         script="tool.sh",

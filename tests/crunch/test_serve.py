@@ -146,8 +146,30 @@ def test_serve_rejects_half_a_tls_pair(fresh_env, tmp_path):
     assert result.returncode == 2 and "--tls-cert and --tls-key go together" in result.stderr
 
 
-def test_bad_configuration_stops_at_start_up(tmp_path):
-    env = dict(os.environ, CRUNCH_DATA_DIR=str(tmp_path), CRUNCH_UUID_PREFIX="TOO-LONG")
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "CRUNCH_UUID_PREFIX",
+            "TOO-LONG",
+            "CRUNCH_UUID_PREFIX must be exactly five lowercase letters or digits",
+        ),
+        (
+            "CRUNCH_CONTAINER_RUN_ARGS",
+            "--label 'no end",
+            "CRUNCH_CONTAINER_RUN_ARGS cannot be split like a shell command line (No closing "
+            'quotation): "--label \'no end"',
+        ),
+        (
+            "CRUNCH_CONTAINER_CLI",
+            "--privileged",
+            "CRUNCH_CONTAINER_CLI must be one word that does not start with '-'",
+        ),
+        ("CRUNCH_RUN_AS", "no body", "CRUNCH_RUN_AS must be one word that does not start with"),
+    ],
+)
+def test_bad_configuration_stops_at_start_up(tmp_path, name, value, message):
+    env = dict(os.environ, CRUNCH_DATA_DIR=str(tmp_path)) | {name: value}
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=ROOT,
@@ -157,7 +179,24 @@ def test_bad_configuration_stops_at_start_up(tmp_path):
         timeout=60,
     )
     assert result.returncode != 0
-    assert "CRUNCH_UUID_PREFIX must be exactly five lowercase letters or digits" in result.stderr
+    assert message in result.stderr
+
+
+def test_worker_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from api import env
+
+    monkeypatch.setenv("CRUNCH_CONTAINER_RUN_ARGS", "--network none --label 'a b' --x=\"$HOME\"")
+    assert env.env_words("CRUNCH_CONTAINER_RUN_ARGS") == [
+        "--network",
+        "none",
+        "--label",
+        "a b",
+        "--x=$HOME",  # split, never expanded
+    ]
+    monkeypatch.delenv("CRUNCH_CONTAINER_RUN_ARGS")
+    assert env.env_words("CRUNCH_CONTAINER_RUN_ARGS") == []
+    monkeypatch.setenv("CRUNCH_CONTAINER_CLI", "/usr/bin/podman")
+    assert env.env_command("CRUNCH_CONTAINER_CLI") == "/usr/bin/podman"
 
 
 def test_crunch_dev_points_its_worker_at_its_own_port() -> None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from jobs import git
 from jobs.exceptions import InvalidRequest, RepositoryUnusable
-from jobs.git import check_ref_format, find_commit_range, resolve_commit
+from jobs.git import check_ref_format, commits, find_commit_range, resolve_commit
 from tests.git_helpers import (
     Example,
     build_example,
@@ -313,10 +313,10 @@ def test_resolve_commit(foo: Foo) -> None:
 
 def test_ranges_between_fixed_commits_are_cached(foo: Foo) -> None:
     ex = foo.example
-    before = git._rev_list.cache_info()
+    before = commits.rev_list.cache_info()
     first = foo.range(ex.c1, ex.c4)
     second = foo.range(ex.c1, ex.c4)
-    after = git._rev_list.cache_info()
+    after = commits.rev_list.cache_info()
     assert first == second == [ex.c4, ex.c3, ex.c2, ex.c1]
     assert after.hits == before.hits + 1
     # Resolution is not cached: a commit that is gone from the repository is gone.
@@ -512,6 +512,16 @@ def test_remote_http_repository(
     assert in_bare(ex.env, internal, "rev-parse", "zzzzz-8i9sb-remotetag000001").strip() == c5
 
 
+def test_path_exists_in_a_remote_repository_uses_its_cache(served: Foo, live_server: Any) -> None:
+    ex = served.example
+    url = url_of(live_server, served.token)
+    with pytest.raises(RepositoryUnusable, match="no local repository"):
+        git.path_exists(user=None, repo=url, commit=ex.c1, path="crunch_scripts/hash")
+    assert served.range(None, "master", repo=url)  # resolving fetches into the cache
+    assert git.path_exists(user=None, repo=url, commit=ex.c3, path="crunch_scripts/hash")
+    assert not git.path_exists(user=None, repo=url, commit=ex.c3, path="crunch_scripts/nope")
+
+
 def test_remote_failures_raise(served: Foo, live_server: Any, tmp_path: Path) -> None:
     bad_token = "0" * 50
     url = url_of(live_server, bad_token)
@@ -538,6 +548,50 @@ def test_remote_failures_raise(served: Foo, live_server: Any, tmp_path: Path) ->
 def test_remote_tag_needs_a_cache(foo: Foo) -> None:
     with pytest.raises(RepositoryUnusable, match="no local repository"):
         git.tag_in_internal_repository("http://127.0.0.1:1/x.git", foo.example.c1, "t")
+
+
+# --- Paths in a commit ------------------------------------------------------------------------
+
+
+def test_path_exists(foo: Foo) -> None:
+    ex = foo.example
+    ex.git("checkout", "-q", "b1")
+    (ex.work / "crunch_scripts" / "later").write_text("#!/bin/sh\n")
+    (ex.work / "crunch_scripts" / "sub").mkdir()
+    (ex.work / "crunch_scripts" / "sub" / "x").write_text("x\n")
+    c5 = ex.commit("C5", 1_500_000_240)  # commits file.txt, then the rest below
+    ex.git("add", "crunch_scripts")
+    ex.git("commit", "-q", "-m", "scripts")
+    c6 = ex.git("rev-parse", "HEAD").stdout.strip()
+    ex.git("push", "-q", str(foo.bare), "b1")
+
+    def exists(commit: str, path: str, **kw: Any) -> bool:
+        return git.path_exists(
+            user=kw.get("user", foo.user), repo="active/foo", commit=commit, path=path
+        )
+
+    assert exists(ex.c1, "crunch_scripts/hash") and exists(ex.c4, "file.txt")
+    assert exists(c6, "crunch_scripts/later") and not exists(c5, "crunch_scripts/later")
+    assert exists(c6, "crunch_scripts/sub/x")
+    assert not exists(c6, "crunch_scripts/sub")  # a directory is not a file
+    assert not exists(c6, "crunch_scripts")
+    assert not exists(ex.c1, "crunch_scripts/nope")
+    assert not exists("0" * 40, "crunch_scripts/hash")  # no such commit
+    # Text that git would read as something else never becomes a lookup.
+    for path in ("", "/etc/passwd", "a//b", "../x", "./x", "a\nHEAD", "a\x00b", "x/"):
+        with pytest.raises(InvalidRequest, match="invalid path"):
+            exists(ex.c1, path)
+    for commit in ("master", "HEAD", ex.c1[:10], ex.c1 + "\n", f"{ex.c1}:file.txt"):
+        with pytest.raises(InvalidRequest, match="invalid commit"):
+            exists(commit, "file.txt")
+
+
+def test_path_exists_checks_the_repository_like_ranges(foo: Foo, make_user: Any) -> None:
+    stranger, _ = make_user("stranger")
+    with pytest.raises(RepositoryUnusable, match="Repository not found"):
+        git.path_exists(
+            user=stranger, repo="active/foo", commit=foo.example.c1, path="crunch_scripts/hash"
+        )
 
 
 # --- Tagging in the internal repository -------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The long-running git processes behind ref resolution and internal tags (`jobs.git._GitPipe`):
+"""The long-running git processes behind ref resolution and internal tags (`jobs.pipes.GitPipe`):
 what a request sees must not depend on whether the repository's process started before or
 after a change. Runs on the spec's example `active/foo` (C1 -> C2 -> C3 -> C4, tag1 = C2,
 master = C3, b1 = C4, HEAD -> b1)."""
@@ -15,6 +15,8 @@ import pytest
 
 from jobs import git
 from jobs.exceptions import RepositoryUnusable
+from jobs.git import commits, pipes
+from jobs.git.run import init_bare
 from tests.jobs.test_git_ranges import Foo, make_foo
 
 
@@ -23,8 +25,8 @@ def foo(api: Any, active: tuple[Any, str], tmp_path: Path) -> Foo:
     return make_foo(api, active, tmp_path)
 
 
-def resolver(foo: Foo) -> git._GitPipe:
-    return git._PIPES.get(foo.bare, *git._CAT_FILE)
+def resolver(foo: Foo) -> pipes.GitPipe:
+    return pipes.PIPES.get(foo.bare, *pipes.CAT_FILE)
 
 
 def resolver_pid(foo: Foo) -> int:
@@ -168,7 +170,7 @@ def test_concurrent_requests_get_their_own_answers(foo: Foo) -> None:
         for i in range(50):
             refs, expected = cases[(n + i) % len(cases)]
             try:
-                found = git._resolve(foo.bare, refs)
+                found = commits.resolve_refs(foo.bare, refs)
             except Exception as exc:  # collected and reported below
                 failures.append(repr(exc))
                 continue
@@ -189,12 +191,12 @@ def test_idle_and_surplus_processes_are_stopped(
     assert foo.names(foo.range(None, "master")) == ["C3"]
     first = resolver(foo).proc
     assert first is not None
-    monkeypatch.setattr(git._GitPipes, "MAX", 1)
+    monkeypatch.setattr(pipes.GitPipes, "MAX", 1)
     other = tmp_path / "other.git"
-    git._init_bare(other, what="test")
-    assert git._resolve(other, ["HEAD"]) == {"HEAD": None}
+    init_bare(other, what="test")
+    assert commits.resolve_refs(other, ["HEAD"]) == {"HEAD": None}
     assert first.poll() is not None  # stopped and reaped
-    monkeypatch.setattr(git._GitPipes, "MAX", 64)
+    monkeypatch.setattr(pipes.GitPipes, "MAX", 64)
     assert foo.names(foo.range(None, "master")) == ["C3"]  # started again when needed
 
 
@@ -204,12 +206,12 @@ def test_internal_tags_through_the_long_running_processes(foo: Foo) -> None:
     internal = git.internal_repository_path()
     git.tag_in_internal_repository("active/foo", ex.c2, tag, user=foo.user)
     assert foo.bare_git("--git-dir", str(internal), "rev-parse", tag).strip() == ex.c2
-    update_ref = git._PIPES.get(internal, *git._UPDATE_REF).proc
+    update_ref = pipes.PIPES.get(internal, *pipes.UPDATE_REF).proc
     assert update_ref is not None
     git.tag_in_internal_repository("active/foo", ex.c2, tag)  # already there: nothing to do
     git.tag_in_internal_repository("active/foo", ex.c1, tag)  # moved, C1 is already copied
     assert foo.bare_git("--git-dir", str(internal), "rev-parse", tag).strip() == ex.c1
-    assert git._PIPES.get(internal, *git._UPDATE_REF).proc is update_ref
+    assert pipes.PIPES.get(internal, *pipes.UPDATE_REF).proc is update_ref
     # A commit pushed later is copied, then tagged.
     ex.git("checkout", "-q", "-b", "b2", "b1")
     c5 = ex.commit("C5", 1_500_000_240)
