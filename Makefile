@@ -28,11 +28,11 @@ test: install
 	$(BIN)/ruff check -q .
 	$(BIN)/ruff format --check -q .
 	$(BIN)/lint-imports
+	$(BIN)/mypy jobs crunch
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/ruff check .
 	$(BIN)/mypy jobs crunch
 

@@ -604,10 +604,10 @@ class Runner:
         return env
 
     def _checkout(self) -> None:
-        commit = self.job.script_version
-        if not _SHA_RE.match(commit or ""):
+        commit = self.job.script_version or ""
+        if not _SHA_RE.match(commit):
             raise RunFailed(f"script_version {commit!r} is not a commit")
-        repository = self.job.repository
+        repository = self.job.repository or ""
         url = (
             repository
             if re.match(r"^(https?|git)://", repository)

@@ -136,8 +136,8 @@ def explain_identity(*, job: Job, user: Any, decisions: dict[str, str]) -> list[
                 continue  # a different program altogether: not worth listing
             reason = "; ".join(specs.identity_differences(mine, theirs)) or "its identity differs"
             decision = "rejected"
-        elif (reason := state_reason(other, user)) is not None:
-            decision = "rejected"
+        elif (refusal := state_reason(other, user)) is not None:
+            reason, decision = refusal, "rejected"
         elif other.nondeterministic:
             reason = "it is marked nondeterministic: such jobs are never reused"
             decision = "rejected"

@@ -330,8 +330,8 @@ class JobService(ResourceService):
         """§2.3: script_version becomes the 40-hex commit; the text given is kept in
         supplied_script_version. An unusable repository raises (422) at once. False when
         the version resolves to no commit (the message is in `errors`)."""
-        given = job.script_version
-        commit = git.resolve_commit(user=actor.user, repo=job.repository, ref=given)
+        given = job.script_version or ""
+        commit = git.resolve_commit(user=actor.user, repo=job.repository or "", ref=given)
         if commit is None:
             errors.append(f"Script version {given} does not resolve to a commit")
             return False
@@ -348,7 +348,7 @@ class JobService(ResourceService):
         refused at submission, naming the path and the commit."""
         path = f"{SCRIPTS_DIR}/{job.script}"
         if not git.path_exists(
-            user=actor.user, repo=job.repository, commit=job.script_version, path=path
+            user=actor.user, repo=job.repository or "", commit=job.script_version or "", path=path
         ):
             errors.append(f"{path} is not in commit {job.script_version} of {job.repository}")
 
@@ -421,6 +421,7 @@ class JobService(ResourceService):
             job.state != JobState.RUNNING
             and (creating or {"repository", "script_version"} & changed)
             and job.repository
+            and job.script_version
         ):
             git.tag_in_internal_repository(
                 job.repository, job.script_version, job.uuid, user=actor.user
@@ -497,7 +498,7 @@ def _cancel(*, actor: Actor, job: Job, cascade: bool, seen: set[str]) -> Job:
         # the compare-and-set is read again (and is then Cancelled, or a refusal).
         cancelled = job_transition(
             job_uuid=current.uuid,
-            frm=ACTIVE_STATES if current.state in ACTIVE_STATES else {current.state},
+            frm=ACTIVE_STATES if current.state in ACTIVE_STATES else {str(current.state)},
             to=JobState.CANCELLED,
             by=actor.user.uuid,
             fields={

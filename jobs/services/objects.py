@@ -246,7 +246,7 @@ class ResourceService:
         self.clean(obj, actor=actor, creating=True, changed=changed, errors=errors)
         if errors:
             raise InvalidRequest(*errors)
-        obj._changed = changed
+        obj._changed = changed  # type: ignore[attr-defined]
         return obj
 
     def save_new(self, *, actor: Actor, obj: Any) -> Any:
