@@ -243,7 +243,8 @@ class JobService(ResourceService):
         ):
             version_ok = self._resolve_version(job, actor=actor, changed=changed, errors=errors)
         if (
-            job.script
+            not command_job
+            and job.script
             and script_ok
             and version_ok
             and job.state != JobState.RUNNING
