@@ -66,3 +66,13 @@ def env_redis_url(name: str) -> str:
     if value and not re.match(r"^rediss?://", value):
         raise ImproperlyConfigured(f"{name} must start with redis:// or rediss://, not {value!r}")
     return value
+
+
+def env_labels(name: str) -> dict[str, str]:
+    """Node labels, `key=value,word,...` (jobs.placement.parse_labels)."""
+    from jobs.placement import parse_labels
+
+    try:
+        return parse_labels(env_str(name), name=name)
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from None

@@ -27,6 +27,8 @@ from typing import IO, Any
 from crunch.client import ApiClient
 from crunch.jobscli import LogView, follow_log, parse_filter
 from crunch.output import DIM, GREEN, Output, UsageError, print_json, run_command
+from jobs.exceptions import InvalidRequest
+from jobs.placement import parse_selector
 
 
 def _params_file(path: str, label: str) -> dict[str, Any]:
@@ -63,6 +65,13 @@ def parse_parameters(items: list[str], params_file: str | None) -> dict[str, Any
     return parameters
 
 
+def _constraint(text: str) -> dict[str, Any]:
+    try:
+        return parse_selector(text, where=f"--constraint {text!r}").as_json()
+    except InvalidRequest as exc:
+        raise UsageError(str(exc)) from None
+
+
 def build_request(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """The job object and the request parameters."""
     job: dict[str, Any] = {
@@ -74,6 +83,8 @@ def build_request(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     constraints: dict[str, Any] = {}
     if args.image:
         constraints["docker_image"] = args.image
+    if args.constraints:
+        constraints["constraints"] = [_constraint(text) for text in args.constraints]
     if constraints:
         job["runtime_constraints"] = constraints
     if args.priority is not None:
@@ -168,6 +179,14 @@ def add_parsers(sub: Any) -> None:
     submit.add_argument("parameters", nargs="*", metavar="NAME=TEXT|NAME:=JSON|@FILE.json")
     submit.add_argument("--params", metavar="FILE.json", help="parameters from a JSON object")
     submit.add_argument("--image", metavar="IMAGE", help="Docker image: repo[:tag], hash or PDH")
+    submit.add_argument(
+        "--constraint",
+        dest="constraints",
+        action="append",
+        metavar="EXPR",
+        help="run only on nodes whose labels match: region=us-west-2, 'tier in (a,b)', !spot,"
+        " cpus>8 (repeatable)",
+    )
     submit.add_argument("--priority", type=int)
     submit.add_argument(
         "--nondeterministic", action="store_true", help="never offer this job for reuse"

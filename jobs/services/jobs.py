@@ -29,6 +29,7 @@ from jobs import docker, git, permissions
 from jobs.exceptions import InvalidRequest, NotFound, PermissionDenied, RepositoryUnusable
 from jobs.models import Job, JobState, Link, User
 from jobs.models.jobs import ALLOWED_TRANSITIONS, DESCRIPTION_MAX, STATES
+from jobs.placement import Requirements
 from jobs.selectors import object_by_uuid
 from jobs.services.objects import Actor, ResourceService
 from jobs.services.resources import register_service
@@ -224,6 +225,10 @@ class JobService(ResourceService):
             self._resolve_version(job, actor=actor, changed=changed, errors=errors)
         if creating or "runtime_constraints" in changed:
             self._resolve_runtime(job, actor=actor, changed=changed, errors=errors)
+            try:  # resources and label constraints a node must meet (jobs.placement)
+                Requirements.of(job.runtime_constraints)
+            except InvalidRequest as exc:
+                errors.extend(exc.messages)
 
         if job.state not in STATES:
             errors.append(f"State {job.state} must be one of: {json.dumps(list(STATES))}")

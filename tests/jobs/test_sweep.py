@@ -43,7 +43,12 @@ def node(
     name: str, *, cores: int = 2, ram_mb: int = 4096, labels: tuple[str, ...] = (), age: float = 0
 ) -> Node:
     made = runs.node_register(
-        hostname=name, caps=runs.Capabilities(cores, ram_mb, frozenset(labels)), concurrency=1
+        hostname=name,
+        cpus=cores,
+        ram_bytes=ram_mb * 1024 * 1024,
+        gpus=0,
+        labels=dict.fromkeys(labels, "true"),
+        slots=1,
     )
     Node.objects.filter(pk=made.pk).update(last_ping_at=timezone.now() - dt.timedelta(seconds=age))
     made.refresh_from_db()
@@ -108,14 +113,14 @@ def test_jobs_no_node_can_run_say_why_and_placement_respects_constraints() -> No
     assert sorted(report.unplaceable) == sorted([big.uuid, gpu.uuid])
     big.refresh_from_db()
     assert big.scheduling_status == (
-        "no registered node can run this job: it needs min_cores_per_node 64 (a node has 2)"
+        "no suitable node: requested 1, available 1, suitable 0; small@host: cpus 2 < 64"
     )
-    assert "labels gpu" in Job.objects.get(pk=gpu.pk).scheduling_status
+    assert Job.objects.get(pk=gpu.pk).scheduling_status.endswith("small@host: no label gpu")
     assert Job.objects.get(pk=fits.pk).scheduling_status is None
-    assert "min_cores_per_node 64" in runs.job_log_text(job_uuid=big.uuid)
+    assert "small@host: cpus 2 < 64" in runs.job_log_text(job_uuid=big.uuid)
     # the note is written once, not on every sweep
     runs.sweep()
-    assert runs.job_log_text(job_uuid=big.uuid).count("min_cores_per_node 64") == 1
+    assert runs.job_log_text(job_uuid=big.uuid).count("cpus 2 < 64") == 1
     # a node that fits clears it; claiming respects constraints
     small = Node.objects.get(hostname="small@host")
     claimed = runs.job_claim(worker="w", node_uuid=small.uuid)
