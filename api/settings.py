@@ -140,6 +140,10 @@ _engine = DATABASES["default"]["ENGINE"]
 if _engine.endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # Take the write lock when a transaction begins: a read-then-write transaction that has
+    # to upgrade its lock fails at once with "database is locked" when another process
+    # writes (several workers), instead of waiting up to the timeout.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 elif _engine.endswith("postgresql"):
     # A pool: Django's ASGI handler runs each request on its own thread, so persistent
     # connections are never reused and every request would pay for a new connection.

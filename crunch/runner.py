@@ -135,7 +135,8 @@ class LogWriter:
 
     def __init__(self, job_uuid: str) -> None:
         self.job_uuid = job_uuid
-        self.seq = 0
+        # after what is stored already (the sweeper's notes while the job was queued)
+        self.seq = runs.job_log_next_seq(job_uuid=job_uuid)
         self.pending: list[str] = []
         self.pending_bytes = 0
         self.last_flush = time.monotonic()
@@ -489,6 +490,8 @@ class Runner:
                 f"job {self.job.uuid}: {self.job.repository} "
                 f"{self.job.script_version} crunch_scripts/{self.job.script}"
             )
+            if self.job.worker_node_uuid:
+                self.log.note(f"on node {runs.node_name(node_uuid=self.job.worker_node_uuid)}")
             self._prepare()
             success = self._execute()
             if success:

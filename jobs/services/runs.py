@@ -90,6 +90,12 @@ def node_register(
     )
 
 
+def node_name(*, node_uuid: str) -> str:
+    """`hostname (uuid)` of a node, for logs."""
+    hostname = Node.objects.filter(uuid=node_uuid).values_list("hostname", flat=True).first()
+    return f"{hostname} ({node_uuid})" if hostname else node_uuid
+
+
 def node_heartbeat(*, node_uuid: str) -> None:
     Node.objects.filter(uuid=node_uuid).update(last_ping_at=timezone.now())
 
@@ -139,6 +145,7 @@ def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
             started_at=now,
             is_locked_by_uuid=system.uuid,
             worker_node_uuid=node_uuid,
+            scheduling_status=None,
             modified_at=now,
             modified_by_user_uuid=system.uuid,
         )
@@ -182,21 +189,26 @@ def job_log_append(*, job_uuid: str, seq: int, text: str) -> LogChunk:
     return chunk
 
 
+def job_log_next_seq(*, job_uuid: str) -> int:
+    """The number of the job's next log chunk."""
+    last = (
+        LogChunk.objects.filter(job_uuid=job_uuid)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return 0 if last is None else last + 1
+
+
 def job_log_note(*, job_uuid: str, message: str) -> None:
     """Append a line from the system (not a runner) after the job's last chunk."""
     stamp = timezone.now().strftime("%Y-%m-%d_%H:%M:%S")
     for _ in range(5):
-        last = (
-            LogChunk.objects.filter(job_uuid=job_uuid)
-            .order_by("-seq")
-            .values_list("seq", flat=True)
-            .first()
-        )
         try:
             with transaction.atomic():
                 job_log_append(
                     job_uuid=job_uuid,
-                    seq=0 if last is None else last + 1,
+                    seq=job_log_next_seq(job_uuid=job_uuid),
                     text=f"{stamp} crunch: {message}\n",
                 )
             return
@@ -332,7 +344,11 @@ def sweep() -> SweepReport | None:
                 req = job_requirements(job)
                 status = req if isinstance(req, str) else placement.verdict(req, live).message
             if status != job.scheduling_status:
-                Job.objects.filter(pk=job.pk).update(scheduling_status=status)
+                # still queued: a runner may have begun (and begun its log) meanwhile
+                if not Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+                    scheduling_status=status
+                ):
+                    continue
                 notify(job.uuid)
                 if status:
                     job_log_note(job_uuid=job.uuid, message=status)
