@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Job, Node
+from jobs.placement import live_nodes
 from jobs.services import runs
 from jobs.services.tokens import system_user
 
@@ -159,3 +160,39 @@ def test_claim_order_is_priority_then_age() -> None:
     order = [runs.job_claim(worker="w").uuid for _ in range(3)]
     assert order == [urgent.uuid, first.uuid, second.uuid]
     assert runs.job_claim(worker="w") is None
+
+
+def test_every_start_is_a_new_node_and_silent_nodes_are_marked_down() -> None:
+    old = node("w@host", age=120)
+    new = node("w@host")
+    assert old.uuid != new.uuid
+    assert {n.uuid for n in live_nodes()} == {new.uuid}
+    report = runs.sweep()
+    assert report.down == [old.uuid]
+    assert Node.objects.get(pk=old.pk).info["state"] == "down"
+    assert Node.objects.get(pk=new.pk).info["state"] == "up"
+    assert runs.sweep().down == []  # once
+    runs.node_down(node_uuid=new.uuid)  # a worker that stops says so
+    assert list(live_nodes()) == []
+
+
+def test_stored_constraints_that_cannot_be_read_make_a_job_unplaceable() -> None:
+    here = node("here@host")
+    bad = make_job(runtime_constraints={"constraints": [{"key": "k", "operator": "~"}]})
+    runs.sweep()
+    bad.refresh_from_db()
+    assert bad.scheduling_status.startswith("no suitable node: runtime_constraints.constraints")
+    assert runs.job_claim(worker="w", node_uuid=here.uuid) is None
+
+
+def test_a_claimed_job_loses_its_verdict_and_its_log_goes_on() -> None:
+    small = node("small@host", cores=2)
+    job = make_job(runtime_constraints={"vcpus": 4})
+    runs.sweep()
+    assert Job.objects.get(pk=job.pk).scheduling_status is not None
+    assert runs.job_log_next_seq(job_uuid=job.uuid) == 1
+    bigger = node("bigger@host", cores=8)
+    assert runs.job_claim(worker="w", node_uuid=small.uuid) is None
+    claimed = runs.job_claim(worker="w", node_uuid=bigger.uuid)
+    assert claimed is not None and claimed.uuid == job.uuid
+    assert claimed.scheduling_status is None
