@@ -452,7 +452,7 @@ def live_node_views(now: dt.datetime | None = None) -> list[NodeView]:
 
 
 def _format_number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    return str(int(value)) if float(value).is_integer() else f"{value:.15g}"
 
 
 def _shown(value: Any) -> str:
