@@ -106,7 +106,9 @@ def _forget_inherited_pools(**_: object) -> None:
         from django.db.backends.postgresql.base import DatabaseWrapper
     except ImportError:  # no psycopg: no pools
         return
-    DatabaseWrapper._connection_pools.clear()
+    pools = getattr(DatabaseWrapper, "_connection_pools", None)  # Django >= 5.1
+    if isinstance(pools, dict):
+        pools.clear()
 
 
 @worker_ready.connect

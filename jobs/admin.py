@@ -147,9 +147,19 @@ class RepositoryAdmin(admin.ModelAdmin):
 
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
-    list_display = ("hostname", "uuid", "job_uuid", "last_ping_at")
+    list_display = ("hostname", "uuid", "state", "labels", "first_ping_at", "last_ping_at")
     search_fields = ("hostname", "uuid", "job_uuid")
     readonly_fields = READ_ONLY_COMMON
+    ordering = ("-first_ping_at",)
+
+    @admin.display(description="state")
+    def state(self, node: Node) -> str:
+        """`up` while it heartbeats within CRUNCH_WORKER_TTL (placement's rule), else `down`."""
+        return "up" if live_nodes().filter(pk=node.pk).exists() else "down"
+
+    @admin.display(description="labels")
+    def labels(self, node: Node) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(NodeView.of(node).labels.items()))
 
 
 # --- jobs -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from jobs.placement import (
     MiB,
     NodeView,
     Requirements,
+    human_bytes,
     node_labels,
     node_problems,
     parse_constraints,
@@ -271,6 +272,13 @@ def test_node_problems_and_the_verdict() -> None:
         "memory 512 MiB < 1 GiB",
         "gpus 0 < 2",
     ]
+
+
+def test_sizes_keep_their_digits() -> None:
+    assert human_bytes(10**9 * MiB) == "976562.5 GiB"
+    assert human_bytes(16 * GiB) == "16 GiB"
+    assert human_bytes(1536 * MiB) == "1.5 GiB"
+    assert human_bytes(300 * MiB) == "300 MiB"
 
 
 def test_a_verdict_names_at_most_twenty_nodes() -> None:
