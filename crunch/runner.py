@@ -135,8 +135,7 @@ class LogWriter:
 
     def __init__(self, job_uuid: str) -> None:
         self.job_uuid = job_uuid
-        # after what is stored already (the sweeper's notes while the job was queued)
-        self.seq = runs.job_log_next_seq(job_uuid=job_uuid)
+        self.seq: int | None = None  # known at the first flush
         self.pending: list[str] = []
         self.pending_bytes = 0
         self.last_flush = time.monotonic()
@@ -169,6 +168,9 @@ class LogWriter:
 
     def _flush(self) -> None:
         if self.pending:
+            if self.seq is None:
+                # after what is stored already (the sweeper's notes while the job was queued)
+                self.seq = runs.job_log_next_seq(job_uuid=self.job_uuid)
             runs.job_log_append(job_uuid=self.job_uuid, seq=self.seq, text="".join(self.pending))
             self.seq += 1
         self.pending, self.pending_bytes = [], 0
