@@ -4,12 +4,14 @@ process (a thread), so that long jobs in the pool's children cannot starve them.
 - `worker_init` (before the pool forks): register a new node for this worker, with its
   CPUs, RAM, GPUs (CRUNCH_WORKER_GPUS) and labels (CRUNCH_WORKER_LABELS plus the automatic
   ones, see `jobs.placement`); children inherit the node's uuid and record it on the jobs
-  they claim. Then close the database connection pool, so that no pooled connection (a
-  socket) is shared by the parent and its children.
+  they claim. Also consume the worker's own queue (`node_queue`). Then close the database
+  connection pool, so that no pooled connection (a socket) is shared by the parent and its
+  children.
 - `worker_process_init` (in each child): forget a pool inherited from the parent without
   closing its connections, which are the parent's (a child forked again later, after the
   heartbeat thread opened a pool, inherits one).
-- `worker_ready`: every CRUNCH_WORKER_HEARTBEAT seconds, heartbeat; every
+- `worker_ready`: one hint per slot to its own queue, so a new node looks for work at
+  once; then every CRUNCH_WORKER_HEARTBEAT seconds, heartbeat; every
   CRUNCH_SWEEP_SECONDS, sweep (under a lock, so one sweeper acts at a time): fail jobs whose
   worker went silent, explain jobs no node can run, re-send hints nobody picked up.
 - `worker_shutdown`: mark the node down.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import socket
 import threading
 import time
@@ -29,6 +32,8 @@ from celery.signals import worker_init, worker_process_init, worker_ready, worke
 log = logging.getLogger("crunch.sweeper")
 
 NODE_UUID: str | None = None
+_QUEUE: str | None = None  # this worker's own queue
+_SLOTS = 1
 _stop = threading.Event()
 
 
@@ -64,9 +69,14 @@ def close_pools() -> None:
             close_pool()
 
 
+def node_queue(hostname: str) -> str:
+    """The broker queue of the worker named `hostname`, for hints meant for it alone."""
+    return "crunch.node." + re.sub(r"[^A-Za-z0-9@._-]", "_", hostname)
+
+
 @worker_init.connect
 def _register(sender: object = None, **_: object) -> None:
-    global NODE_UUID
+    global NODE_UUID, _QUEUE, _SLOTS
     from django.conf import settings
 
     from jobs.placement import node_labels
@@ -94,6 +104,10 @@ def _register(sender: object = None, **_: object) -> None:
         pid=os.getpid(),
     )
     NODE_UUID = node.uuid
+    app = getattr(sender, "app", None)
+    if app is not None:  # hints other nodes pass on to this one (crunch.tasks.run_job)
+        _QUEUE, _SLOTS = node_queue(hostname), concurrency
+        app.amqp.queues.select_add(_QUEUE)
     log.info("registered as node %s (%s)", node.uuid, hostname)
     close_pools()  # children must not share the parent's connections
 
@@ -114,6 +128,17 @@ def _forget_inherited_pools(**_: object) -> None:
 @worker_ready.connect
 def _start(**_: object) -> None:
     threading.Thread(target=_loop, name="crunch-heartbeat", daemon=True).start()
+    if _QUEUE is not None:
+        # A new node looks for work at once: queued jobs only it can run have had their
+        # hints dropped by nodes that could not run them.
+        from crunch.tasks import run_job
+
+        for _slot in range(_SLOTS):
+            try:
+                run_job.apply_async(args=[""], queue=_QUEUE)
+            except Exception:
+                log.warning("could not look for work at start", exc_info=True)
+                break
 
 
 @worker_shutdown.connect

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -154,6 +155,41 @@ def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
             log.info("%s claimed %s", worker, job.uuid)
             notify(job.uuid)
             return job
+    return None
+
+
+def hint_target(*, job_uuid: str, node_uuid: str | None) -> tuple[str, str] | None:
+    """Where to pass a hint this node could not use (it claimed nothing): a queued job it
+    cannot run but another live node can (the hinted job first, else the first in queue
+    order), and the host name of the least busy such node. None when there is none."""
+    if node_uuid is None:
+        return None
+    live = placement.live_node_views()
+    me = next((n for n in live if n.uuid == node_uuid), None)
+    others = [n for n in live if n.uuid != node_uuid]
+    if me is None or not others:
+        return None
+    queued = Job.objects.filter(state=JobState.QUEUED, is_locked_by_uuid__isnull=True)
+    fields = ("pk", "uuid", "runtime_constraints")
+    candidates = [
+        *queued.filter(uuid=job_uuid).only(*fields),
+        *queued.exclude(uuid=job_uuid)
+        .order_by("-priority", "created_at", "id")
+        .only(*fields)[:CLAIM_BATCH],
+    ]
+    busy = Counter(
+        Job.objects.filter(
+            state=JobState.RUNNING, worker_node_uuid__in=[n.uuid for n in others]
+        ).values_list("worker_node_uuid", flat=True)
+    )
+    for job in candidates:
+        req = job_requirements(job)
+        if isinstance(req, str) or not placement.node_problems(req, me):
+            continue  # nobody can, or this node can (it claims it with its next hint)
+        suitable = placement.verdict(req, others).suitable
+        if suitable:
+            best = min(suitable, key=lambda n: (busy[n.uuid] / max(n.slots, 1), n.hostname))
+            return job.uuid, best.hostname
     return None
 
 

@@ -196,3 +196,35 @@ def test_a_claimed_job_loses_its_verdict_and_its_log_goes_on() -> None:
     claimed = runs.job_claim(worker="w", node_uuid=bigger.uuid)
     assert claimed is not None and claimed.uuid == job.uuid
     assert claimed.scheduling_status is None
+
+
+def test_a_hint_a_node_cannot_use_goes_to_the_least_busy_node_that_can() -> None:
+    plain = node("plain@host")
+    gpu_busy = node("gpu-busy@host", labels=("gpu",))
+    gpu_idle = node("gpu-idle@host", labels=("gpu",))
+    node("gpu-dead@host", labels=("gpu",), age=600)
+    system = system_user()
+    make_job(
+        state="Running",
+        running=True,
+        is_locked_by_uuid=system.uuid,
+        worker_node_uuid=gpu_busy.uuid,
+        started_at=timezone.now(),
+    )
+    wants_gpu = make_job(runtime_constraints={"constraints": ["gpu"]})
+    assert runs.hint_target(job_uuid=wants_gpu.uuid, node_uuid=plain.uuid) == (
+        wants_gpu.uuid,
+        "gpu-idle@host",
+    )
+    # a node that can run the job keeps the hint; so does one with no other node to ask
+    assert runs.hint_target(job_uuid=wants_gpu.uuid, node_uuid=gpu_idle.uuid) is None
+    # a hint for a job already taken passes on for the first job this node cannot run
+    anything = make_job()
+    assert runs.hint_target(job_uuid=anything.uuid, node_uuid=plain.uuid) == (
+        wants_gpu.uuid,
+        "gpu-idle@host",
+    )
+    Job.objects.filter(pk=wants_gpu.pk).update(state="Cancelled")
+    assert runs.hint_target(job_uuid=wants_gpu.uuid, node_uuid=plain.uuid) is None
+    nowhere = make_job(runtime_constraints={"constraints": ["fpga"]})
+    assert runs.hint_target(job_uuid=nowhere.uuid, node_uuid=plain.uuid) is None
