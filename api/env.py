@@ -92,3 +92,13 @@ def env_command(name: str, default: str = "") -> str:
             f"{name} must be one word that does not start with '-', not {value!r}"
         )
     return value
+
+
+def env_labels(name: str) -> dict[str, str]:
+    """Node labels, `key=value,word,...` (jobs.placement.parse_labels)."""
+    from jobs.placement import parse_labels
+
+    try:
+        return parse_labels(env_str(name), name=name)
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from None

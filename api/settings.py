@@ -14,6 +14,7 @@ from api.env import (
     env_bool,
     env_command,
     env_int,
+    env_labels,
     env_list,
     env_redis_url,
     env_str,
@@ -142,6 +143,10 @@ _engine = DATABASES["default"]["ENGINE"]
 if _engine.endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # Take the write lock when a transaction begins: a read-then-write transaction that has
+    # to upgrade its lock fails at once with "database is locked" when another process
+    # writes (several workers), instead of waiting up to the timeout.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 elif _engine.endswith("postgresql"):
     # A pool: Django's ASGI handler runs each request on its own thread, so persistent
     # connections are never reused and every request would pay for a new connection.
@@ -196,8 +201,20 @@ CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 CELERY_DB_REUSE_MAX = 1000
 # Called with a job uuid after the transaction that queued the job commits (empty: nothing).
 CRUNCH_DISPATCHER = env_str("CRUNCH_DISPATCHER", "crunch.dispatch.send")
-# Where workers reach the API (git over HTTP, Keep) and what they tell scripts.
-CRUNCH_API_URL = env_str("CRUNCH_API_URL", "http://127.0.0.1:8000").rstrip("/")
+# Where workers reach the API (git over HTTP, Keep) and what they tell scripts: where
+# clients reach it (CRUNCH_EXTERNAL_URL) unless said otherwise.
+CRUNCH_API_URL = (
+    env_str("CRUNCH_API_URL").strip() or CRUNCH_EXTERNAL_URL or "http://127.0.0.1:8000"
+).rstrip("/")
+if not re.match(r"^https?://[^/\s]+(/\S*)?\Z", CRUNCH_API_URL):
+    raise ImproperlyConfigured(
+        f"CRUNCH_API_URL (or CRUNCH_EXTERNAL_URL) must be an http:// or https:// URL, not "
+        f"{CRUNCH_API_URL!r}"
+    )
+# Workers: the labels their node offers to jobs' constraints (key=value or a word), and
+# their GPUs (jobs.placement).
+CRUNCH_WORKER_LABELS = env_labels("CRUNCH_WORKER_LABELS")
+CRUNCH_WORKER_GPUS = env_int("CRUNCH_WORKER_GPUS", 0, minimum=0)
 # Workers: heartbeat interval, how long a silent worker counts as alive, how often the
 # sweeper runs, and how long a queued job waits before its hint is sent again.
 CRUNCH_WORKER_HEARTBEAT = env_int("CRUNCH_WORKER_HEARTBEAT", 5, minimum=1)

@@ -16,11 +16,14 @@ Configuration of the server processes comes from the environment (see README).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
@@ -54,9 +57,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_problem(base_url: str, *, wait: float, attempt_timeout: float = 3.0) -> str | None:
+    """Why the API at `base_url` does not answer its discovery document, trying again for
+    up to `wait` seconds (an API started at the same time may not listen yet); None once it
+    answers."""
+    url = f"{base_url}/discovery/v1/apis/arvados/v1/rest"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=attempt_timeout) as response:
+                document = json.loads(response.read())
+            if isinstance(document, dict) and document.get("kind") == "discovery#restDescription":
+                return None
+            problem = f"{url} is not a Crunch API's discovery document"
+        except urllib.error.HTTPError as exc:
+            problem = f"{url} answered {exc.code} {exc.reason}"
+        except (OSError, ValueError) as exc:
+            problem = f"{url}: {getattr(exc, 'reason', None) or exc}"
+        if time.monotonic() >= deadline:
+            return problem
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    from django.conf import settings
+
     from crunch.celery import app
 
+    # Every job needs the API (git, Keep): a worker that cannot reach it would fail them all.
+    problem = api_problem(settings.CRUNCH_API_URL, wait=args.api_wait)
+    if problem is not None:
+        print(
+            f"crunch worker: cannot reach the API at {settings.CRUNCH_API_URL} ({problem}); "
+            "set CRUNCH_API_URL (default: CRUNCH_EXTERNAL_URL) to where workers reach it",
+            file=sys.stderr,
+        )
+        return 1
     argv = [
         "worker",
         f"--concurrency={args.concurrency}",
@@ -134,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--hostname", help="worker node name (default: celery@<host>)")
     worker.add_argument("--log-level", default="INFO")
+    worker.add_argument(
+        "--api-wait",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long to wait for the API (CRUNCH_API_URL) to answer at start-up",
+    )
     worker.set_defaults(func=cmd_worker)
 
     dev = sub.add_parser("dev", help="API and one worker together (make run)")

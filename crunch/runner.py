@@ -140,8 +140,7 @@ class LogWriter:
 
     def __init__(self, job_uuid: str) -> None:
         self.job_uuid = job_uuid
-        # After what is there already (notes written while the job waited for a node).
-        self.seq = runs.job_log_next_seq(job_uuid=job_uuid)
+        self.seq: int | None = None  # known at the first flush
         self.pending: list[str] = []
         self.pending_bytes = 0
         self.last_flush = time.monotonic()
@@ -172,10 +171,18 @@ class LogWriter:
             ):
                 self._flush()
 
+    def next_seq(self) -> int:
+        """The number the next chunk gets: after what is stored already (the sweeper's notes
+        while the job was queued), looked up once, on the runner's thread."""
+        if self.seq is None:
+            self.seq = runs.job_log_next_seq(job_uuid=self.job_uuid)
+        return self.seq
+
     def _flush(self) -> None:
         if self.pending:
-            runs.job_log_append(job_uuid=self.job_uuid, seq=self.seq, text="".join(self.pending))
-            self.seq += 1
+            seq = self.next_seq()
+            runs.job_log_append(job_uuid=self.job_uuid, seq=seq, text="".join(self.pending))
+            self.seq = seq + 1
         self.pending, self.pending_bytes = [], 0
         self.last_flush = time.monotonic()
 
@@ -503,6 +510,8 @@ class Runner:
                 ClientConfig(base_url=settings.CRUNCH_API_URL, token=self.token)
             )
             self.log.note(f"job {self.job.uuid}: {what_runs(self.job)}")
+            if self.job.worker_node_uuid:
+                self.log.note(f"on node {runs.node_name(node_uuid=self.job.worker_node_uuid)}")
             self._prepare()
             success = self._execute()
             if success:
@@ -701,7 +710,7 @@ class Runner:
             job=self.job,
             node_uuid=node_uuid,
             hostname=None if node_uuid else socket.gethostname(),
-            log_seq=self.log.seq,
+            log_seq=self.log.next_seq(),
         )
 
     def _attempt_end(self, state: str, *, reason: str | None = None) -> None:

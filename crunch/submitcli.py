@@ -40,6 +40,8 @@ from crunch.jobscli import LogView, follow_log, parse_filter
 from crunch.output import DIM, GREEN, Output, UsageError, print_json, run_command
 from crunch.workdir import upload_workdir
 from jobs import units
+from jobs.exceptions import InvalidRequest
+from jobs.placement import parse_selector
 
 
 def _params_file(path: str, label: str) -> dict[str, Any]:
@@ -74,6 +76,13 @@ def parse_parameters(items: list[str], params_file: str | None) -> dict[str, Any
             raise UsageError(f"{item}: the parameter needs a name")
         parameters[name] = value
     return parameters
+
+
+def _constraint(text: str) -> dict[str, Any]:
+    try:
+        return parse_selector(text, where=f"--constraint {text!r}").as_json()
+    except InvalidRequest as exc:
+        raise UsageError(str(exc)) from None
 
 
 def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -170,6 +179,8 @@ def build_request(
     constraints: dict[str, Any] = _resources(args)
     if args.image:
         constraints["docker_image"] = args.image
+    if args.constraints:
+        constraints["constraints"] = [_constraint(text) for text in args.constraints]
     if constraints:
         job["runtime_constraints"] = constraints
     if args.priority is not None:
@@ -309,6 +320,14 @@ def add_parsers(sub: Any) -> None:
     submit.add_argument("parameters", nargs="*", metavar="NAME=TEXT|NAME:=JSON|@FILE.json")
     submit.add_argument("--params", metavar="FILE.json", help="parameters from a JSON object")
     submit.add_argument("--image", metavar="IMAGE", help="Docker image: repo[:tag], hash or PDH")
+    submit.add_argument(
+        "--constraint",
+        dest="constraints",
+        action="append",
+        metavar="EXPR",
+        help="run only on nodes whose labels match: region=us-west-2, 'tier in (a,b)', !spot,"
+        " cpus>8 (repeatable)",
+    )
     submit.add_argument("--priority", type=int)
     submit.add_argument(
         "--nondeterministic", action="store_true", help="never offer this job for reuse"

@@ -1,10 +1,17 @@
 """A worker's own node: registration, heartbeat, and the sweeper, in the worker's main
 process (a thread), so that long jobs in the pool's children cannot starve them.
 
-- `worker_init` (before the pool forks): register this worker as a node, with its cores,
-  RAM and labels (CRUNCH_WORKER_LABELS); children inherit the node's uuid and record it on
-  the jobs they claim.
-- `worker_ready`: every CRUNCH_WORKER_HEARTBEAT seconds, heartbeat; every
+- `worker_init` (before the pool forks): register a new node for this worker, with its
+  CPUs, RAM, GPUs (CRUNCH_WORKER_GPUS) and labels (CRUNCH_WORKER_LABELS plus the automatic
+  ones, see `jobs.placement`); children inherit the node's uuid and record it on the jobs
+  they claim. Also consume the worker's own queue (`node_queue`). Then close the database
+  connection pool, so that no pooled connection (a socket) is shared by the parent and its
+  children.
+- `worker_process_init` (in each child): forget a pool inherited from the parent without
+  closing its connections, which are the parent's (a child forked again later, after the
+  heartbeat thread opened a pool, inherits one).
+- `worker_ready`: one hint per slot to its own queue, so a new node looks for work at
+  once; then every CRUNCH_WORKER_HEARTBEAT seconds, heartbeat; every
   CRUNCH_SWEEP_SECONDS, sweep (under a lock, so one sweeper acts at a time): fail jobs whose
   worker went silent, explain jobs no node can run, re-send hints nobody picked up.
 - `worker_shutdown`: mark the node down.
@@ -14,52 +21,124 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
+import re
+import socket
 import threading
 import time
 
-from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 log = logging.getLogger("crunch.sweeper")
 
 NODE_UUID: str | None = None
+_QUEUE: str | None = None  # this worker's own queue
+_SLOTS = 1
 _stop = threading.Event()
 
 
-def _ram_mb() -> int:
+def _ram_bytes() -> int:
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
                 if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) // 1024
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
 
 
-def _labels() -> frozenset[str]:
-    raw = os.environ.get("CRUNCH_WORKER_LABELS", "")
-    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def close_pools() -> None:
+    """Close this process's database connections and connection pools (before a fork)."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        conn.close()
+        close_pool = getattr(conn, "close_pool", None)
+        if close_pool is not None:
+            close_pool()
+
+
+def node_queue(hostname: str) -> str:
+    """The broker queue of the worker named `hostname`, for hints meant for it alone."""
+    return "crunch.node." + re.sub(r"[^A-Za-z0-9@._-]", "_", hostname)
 
 
 @worker_init.connect
 def _register(sender: object = None, **_: object) -> None:
-    global NODE_UUID
-    from django.db import connections
+    global NODE_UUID, _QUEUE, _SLOTS
+    from django.conf import settings
 
-    from jobs.services.runs import Capabilities, node_register
+    from jobs.placement import node_labels
+    from jobs.services.runs import node_register
 
     hostname = getattr(sender, "hostname", None) or os.uname().nodename
     concurrency = int(getattr(sender, "concurrency", 1) or 1)
-    caps = Capabilities(cores=os.cpu_count() or 1, ram_mb=_ram_mb(), labels=_labels())
-    node = node_register(hostname=hostname, caps=caps, concurrency=concurrency)
+    cpus, ram = _cpus(), _ram_bytes()
+    labels = node_labels(
+        configured=settings.CRUNCH_WORKER_LABELS,
+        arch=platform.machine(),
+        os_name=platform.system().lower(),
+        hostname=socket.gethostname(),
+        cpus=cpus,
+        ram_bytes=ram,
+        gpus=settings.CRUNCH_WORKER_GPUS,
+    )
+    node = node_register(
+        hostname=hostname,
+        cpus=cpus,
+        ram_bytes=ram,
+        gpus=settings.CRUNCH_WORKER_GPUS,
+        labels=labels,
+        slots=concurrency,
+        pid=os.getpid(),
+    )
     NODE_UUID = node.uuid
+    app = getattr(sender, "app", None)
+    if app is not None:  # hints other nodes pass on to this one (crunch.tasks.run_job)
+        _QUEUE, _SLOTS = node_queue(hostname), concurrency
+        app.amqp.queues.select_add(_QUEUE)
     log.info("registered as node %s (%s)", node.uuid, hostname)
-    connections.close_all()  # children must not share the parent's connection
+    close_pools()  # children must not share the parent's connections
+
+
+@worker_process_init.connect
+def _forget_inherited_pools(**_: object) -> None:
+    # Closing would tell the server to end the parent's sessions: drop them unclosed (psycopg
+    # does not close a connection another process opened when it is garbage-collected).
+    try:
+        from django.db.backends.postgresql.base import DatabaseWrapper
+    except ImportError:  # no psycopg: no pools
+        return
+    pools = getattr(DatabaseWrapper, "_connection_pools", None)  # Django >= 5.1
+    if isinstance(pools, dict):
+        pools.clear()
 
 
 @worker_ready.connect
 def _start(**_: object) -> None:
     threading.Thread(target=_loop, name="crunch-heartbeat", daemon=True).start()
+    if _QUEUE is not None:
+        # A new node looks for work at once: queued jobs only it can run have had their
+        # hints dropped by nodes that could not run them.
+        from crunch.tasks import run_job
+
+        for _slot in range(_SLOTS):
+            try:
+                run_job.apply_async(args=[""], queue=_QUEUE)
+            except Exception:
+                log.warning("could not look for work at start", exc_info=True)
+                break
 
 
 @worker_shutdown.connect

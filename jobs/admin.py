@@ -58,6 +58,7 @@ from jobs.models import (
     User,
 )
 from jobs.models.jobs import DESCRIPTION_MAX
+from jobs.placement import NodeView, live_nodes
 from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.selectors import job_executions
 from jobs.services.jobs import SERVICE as JOB_SERVICE
@@ -150,9 +151,19 @@ class RepositoryAdmin(admin.ModelAdmin):
 
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
-    list_display = ("hostname", "uuid", "job_uuid", "last_ping_at")
+    list_display = ("hostname", "uuid", "state", "labels", "first_ping_at", "last_ping_at")
     search_fields = ("hostname", "uuid", "job_uuid")
     readonly_fields = READ_ONLY_COMMON
+    ordering = ("-first_ping_at",)
+
+    @admin.display(description="state")
+    def state(self, node: Node) -> str:
+        """`up` while it heartbeats within CRUNCH_WORKER_TTL (placement's rule), else `down`."""
+        return "up" if live_nodes().filter(pk=node.pk).exists() else "down"
+
+    @admin.display(description="labels")
+    def labels(self, node: Node) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(NodeView.of(node).labels.items()))
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -215,11 +226,6 @@ def run_duration(job: Job, now: dt.datetime) -> dt.timedelta | None:
     return end - job.started_at if end is not None else None
 
 
-def _concurrency(node: Node) -> int:
-    value = (node.info or {}).get("concurrency", 1)
-    return value if isinstance(value, int) and value > 0 else 1
-
-
 @dataclass
 class QueueRow:
     position: int
@@ -248,8 +254,7 @@ def queue_snapshot(now: dt.datetime) -> dict[str, Any]:
     running_count = running_jobs.count()
     running = list(running_jobs.order_by("started_at", "id")[:QUEUE_SHOWN])
 
-    alive_since = now - dt.timedelta(seconds=settings.CRUNCH_WORKER_TTL)
-    live = list(Node.objects.filter(last_ping_at__gte=alive_since).order_by("hostname"))
+    live = list(live_nodes(now).order_by("hostname"))
     live_uuids = {n.uuid for n in live}
     busy_uuids = {j.worker_node_uuid for j in running if j.worker_node_uuid} | {
         n.uuid for n in live if n.job_uuid
@@ -300,7 +305,7 @@ def queue_snapshot(now: dt.datetime) -> dict[str, Any]:
         "nodes_live": len(live),
         "nodes_busy": busy,
         "nodes_idle": len(live) - busy,
-        "slots_total": sum(_concurrency(n) for n in live),
+        "slots_total": sum(NodeView.of(n).slots for n in live),
         "slots_used": sum(1 for j in running if j.worker_node_uuid in live_uuids),
         "worker_ttl": settings.CRUNCH_WORKER_TTL,
     }

@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.utils import timezone
 
 from jobs import queue
-from jobs.models import Job, JobState, LogChunk, Node
+from jobs.models import Job, JobState, LogChunk
+from jobs.placement import live_nodes
 from jobs.uuids import system_user_uuid
 
 # A cancelled job that a worker was running is sealed once the worker records the end
@@ -164,8 +164,7 @@ class QueueStatus:
 
 def queue_status(view: JobView) -> QueueStatus:
     ahead = queue.position(priority=view.priority, created_at=view.created_at, pk=view.id)
-    cutoff = timezone.now() - dt.timedelta(seconds=settings.CRUNCH_WORKER_TTL)
-    live = set(Node.objects.filter(last_ping_at__gte=cutoff).values_list("uuid", flat=True))
+    live = set(live_nodes().values_list("uuid", flat=True))
     busy = set(
         Job.objects.filter(state=JobState.RUNNING, worker_node_uuid__in=live).values_list(
             "worker_node_uuid", flat=True

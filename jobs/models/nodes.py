@@ -15,7 +15,7 @@ class Node(ArvadosModel):
     ip_address = models.CharField(max_length=255, null=True, blank=True)
     slot_number = models.IntegerField(null=True, blank=True)
     first_ping_at = models.DateTimeField(null=True, blank=True)
-    last_ping_at = models.DateTimeField(null=True, blank=True)
+    last_ping_at = models.DateTimeField(null=True, blank=True, db_index=True)  # live_nodes()
     job_uuid = models.CharField(max_length=27, null=True, blank=True)
     info = models.JSONField(null=True, blank=True)
     properties = models.JSONField(null=True, blank=True)

@@ -38,6 +38,7 @@ from jobs.exceptions import (
 )
 from jobs.models import ExecutionState, Job, JobState, Link, User
 from jobs.models.jobs import ACTIVE_STATES, DESCRIPTION_MAX, STATES
+from jobs.placement import Requirements
 from jobs.selectors import object_by_uuid, readable_pdhs
 from jobs.services.executions import executions_end_running
 from jobs.services.objects import Actor, ResourceService
@@ -253,6 +254,10 @@ class JobService(ResourceService):
             self._check_script(job, actor=actor, errors=errors)
         if creating or "runtime_constraints" in changed:
             self._resolve_runtime(job, actor=actor, changed=changed, errors=errors)
+            try:  # resources and label constraints a node must meet (jobs.placement)
+                Requirements.of(job.runtime_constraints)
+            except InvalidRequest as exc:
+                errors.extend(exc.messages)
         if not errors:
             key = spec.reuse_key(spec.identity_of(job))
             if key != job.reuse_key:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,10 +23,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from jobs import placement
+from jobs.exceptions import InvalidRequest
 from jobs.follow import chunk_lines
 from jobs.locks import try_advisory_lock
 from jobs.models import ApiClientAuthorization, ExecutionState, Job, JobState, LogChunk, Node, User
-from jobs.queue import queued_jobs
+from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.services.executions import executions_end_running
 from jobs.services.tokens import system_user, token_create
 from jobs.transitions import job_settle, job_transition
@@ -55,68 +58,47 @@ def _dispatch(job_uuid: str) -> None:
 # --- nodes and placement ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    cores: int
-    ram_mb: int
-    labels: frozenset[str]
+def node_register(
+    *,
+    hostname: str,
+    cpus: float,
+    ram_bytes: int,
+    gpus: int,
+    labels: dict[str, str],
+    slots: int,
+    pid: int | None = None,
+) -> Node:
+    """A new node row for a worker that is starting, alive from now.
 
-    @classmethod
-    def of(cls, node: Node) -> Capabilities:
-        info = node.info or {}
-        return cls(
-            int(info.get("cores", 0)), int(info.get("ram_mb", 0)), frozenset(info.get("labels", []))
-        )
-
-
-def placement_problem(job: Job, caps: Capabilities) -> str | None:
-    """Why a node with `caps` cannot run `job` (runtime_constraints), or None if it can."""
-    constraints = job.runtime_constraints or {}
-    cores = constraints.get("min_cores_per_node")
-    if isinstance(cores, int | float) and cores > caps.cores:
-        return f"min_cores_per_node {cores} (a node has {caps.cores})"
-    ram = constraints.get("min_ram_mb_per_node")
-    if isinstance(ram, int | float) and ram > caps.ram_mb:
-        return f"min_ram_mb_per_node {ram} (a node has {caps.ram_mb})"
-    wanted = constraints.get("constraints")
-    if isinstance(wanted, str):
-        wanted = [wanted]
-    if isinstance(wanted, list):
-        missing = sorted(str(w) for w in wanted if str(w) not in caps.labels)
-        if missing:
-            return f"labels {', '.join(missing)}"
-    return None
-
-
-def node_register(*, hostname: str, caps: Capabilities, concurrency: int) -> Node:
-    """A worker's node row (reused by host name), alive from now."""
+    Every start is a new node, even on a host (or under a name) seen before: a worker
+    restarted after a crash must not heartbeat for its predecessor, whose running jobs the
+    sweeper then fails once the old node has been silent for CRUNCH_WORKER_TTL."""
     now = timezone.now()
     info = {
-        "cores": caps.cores,
-        "ram_mb": caps.ram_mb,
-        "labels": sorted(caps.labels),
-        "concurrency": concurrency,
+        "cpus": cpus,
+        "ram_bytes": ram_bytes,
+        "gpus": gpus,
+        "labels": dict(labels),
+        "slots": slots,
         "state": "up",
+        "pid": pid,
     }
-    node = Node.objects.filter(hostname=hostname).first()
-    if node is None:
-        system = system_user()
-        node = Node.objects.create(
-            uuid=Node.new_uuid(),
-            owner_uuid=system.uuid,
-            created_at=now,
-            modified_at=now,
-            hostname=hostname,
-            first_ping_at=now,
-            last_ping_at=now,
-            info=info,
-        )
-    else:
-        Node.objects.filter(pk=node.pk).update(
-            info=info, last_ping_at=now, modified_at=now, job_uuid=None
-        )
-        node.refresh_from_db()
-    return node
+    return Node.objects.create(
+        uuid=Node.new_uuid(),
+        owner_uuid=system_user().uuid,
+        created_at=now,
+        modified_at=now,
+        hostname=hostname,
+        first_ping_at=now,
+        last_ping_at=now,
+        info=info,
+    )
+
+
+def node_name(*, node_uuid: str) -> str:
+    """`hostname (uuid)` of a node, for logs."""
+    hostname = Node.objects.filter(uuid=node_uuid).values_list("hostname", flat=True).first()
+    return f"{hostname} ({node_uuid})" if hostname else node_uuid
 
 
 def node_heartbeat(*, node_uuid: str) -> None:
@@ -130,6 +112,15 @@ def node_down(*, node_uuid: str) -> None:
         Node.objects.filter(pk=node.pk).update(info=info, last_ping_at=None)
 
 
+def job_requirements(job: Job) -> placement.Requirements | str:
+    """What the job asks of a node, or why it cannot be read (rows saved before constraints
+    were checked at submit)."""
+    try:
+        return placement.Requirements.of(job.runtime_constraints)
+    except InvalidRequest as exc:
+        return f"no suitable node: {exc}"
+
+
 def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
     """Claim the best Queued, unlocked job this node can run: it becomes Running, locked by
     the system user, recorded as running on `node_uuid`.
@@ -137,27 +128,66 @@ def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
     Returns None when there is nothing to run (another worker won every race)."""
     system = system_user()
     node = Node.objects.filter(uuid=node_uuid).first() if node_uuid else None
-    caps = Capabilities.of(node) if node is not None else None
+    view = placement.NodeView.of(node) if node is not None else None
     candidates = (
         queued_jobs()
         .filter(is_locked_by_uuid__isnull=True)
         .only("pk", "uuid", "runtime_constraints")[:CLAIM_BATCH]
     )
     for candidate in candidates:
-        if caps is not None and placement_problem(candidate, caps) is not None:
-            continue
+        if view is not None:
+            req = job_requirements(candidate)
+            if isinstance(req, str) or placement.node_problems(req, view):
+                continue
         job = job_transition(
             job_uuid=candidate.uuid,
             frm=JobState.QUEUED,
             to=JobState.RUNNING,
             by=system.uuid,
             guard={"is_locked_by_uuid__isnull": True},
-            fields={"is_locked_by_uuid": system.uuid, "worker_node_uuid": node_uuid},
+            fields={
+                "is_locked_by_uuid": system.uuid,
+                "worker_node_uuid": node_uuid,
+                "scheduling_status": None,
+            },
         )
         if job is not None:
             log.info("%s claimed %s", worker, job.uuid)
             notify(job.uuid)
             return job
+    return None
+
+
+def hint_target(*, job_uuid: str, node_uuid: str | None) -> tuple[str, str] | None:
+    """Where to pass a hint this node could not use (it claimed nothing): a queued job it
+    cannot run but another live node can (the hinted job first, else the first in queue
+    order), and the host name of the least busy such node. None when there is none."""
+    if node_uuid is None:
+        return None
+    live = placement.live_node_views()
+    me = next((n for n in live if n.uuid == node_uuid), None)
+    others = [n for n in live if n.uuid != node_uuid]
+    if me is None or not others:
+        return None
+    queued = Job.objects.filter(state=JobState.QUEUED, is_locked_by_uuid__isnull=True)
+    fields = ("pk", "uuid", "runtime_constraints")
+    candidates = [
+        *queued.filter(uuid=job_uuid).only(*fields),
+        *queued.exclude(uuid=job_uuid).order_by(*RUN_ORDER).only(*fields)[:CLAIM_BATCH],
+    ]
+    busy = Counter(
+        Job.objects.filter(
+            state=JobState.RUNNING, worker_node_uuid__in=[n.uuid for n in others]
+        ).values_list("worker_node_uuid", flat=True)
+    )
+    for job in candidates:
+        req = job_requirements(job)
+        if isinstance(req, str) or not placement.node_problems(req, me):
+            continue  # nobody can, or this node can (it claims it with its next hint)
+        suitable = placement.verdict(req, others).suitable
+        if suitable:
+            best = min(suitable, key=lambda n: (busy[n.uuid] / max(n.slots, 1), n.hostname))
+            return job.uuid, best.hostname
     return None
 
 
@@ -290,21 +320,24 @@ class SweepReport:
     failed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     unplaceable: list[str] = field(default_factory=list)
+    down: list[str] = field(default_factory=list)  # nodes found silent past the TTL
 
 
 def sweep() -> SweepReport | None:
-    """One pass: fail Running jobs whose worker stopped heartbeating, explain queued jobs no
-    live node can run, and re-send hints for queued jobs nobody claimed. None when another
-    process holds the sweep lock."""
+    """One pass: fail Running jobs whose worker stopped heartbeating, mark silent nodes down,
+    explain queued jobs no live node can run, and re-send hints for queued jobs nobody
+    claimed. None when another process holds the sweep lock."""
     with exclusive("crunch-sweep") as mine:
         if not mine:
             return None
         report = SweepReport()
         now = timezone.now()
         ttl = dt.timedelta(seconds=settings.CRUNCH_WORKER_TTL)
-        nodes = {n.uuid: n for n in Node.objects.all()}
         system = system_user()
-        for job in Job.objects.filter(state=JobState.RUNNING, is_locked_by_uuid=system.uuid):
+        running = list(Job.objects.filter(state=JobState.RUNNING, is_locked_by_uuid=system.uuid))
+        wanted = {j.worker_node_uuid for j in running if j.worker_node_uuid}
+        nodes = {n.uuid: n for n in Node.objects.filter(uuid__in=wanted)}
+        for job in running:
             node = nodes.get(job.worker_node_uuid or "")
             seen = node.last_ping_at if node is not None else None
             if seen is not None and seen >= now - ttl:
@@ -335,26 +368,26 @@ def sweep() -> SweepReport | None:
             notify(job.uuid)
             report.failed.append(job.uuid)
 
-        live = [
-            Capabilities.of(n)
-            for n in nodes.values()
-            if n.last_ping_at is not None and n.last_ping_at >= now - ttl
-        ]
+        for node in Node.objects.filter(last_ping_at__lt=now - ttl, info__state="up"):
+            info = dict(node.info or {}, state="down")
+            Node.objects.filter(pk=node.pk).update(info=info, modified_at=now)
+            report.down.append(node.uuid)
+
+        live = placement.live_node_views(now)
         requeue_before = now - dt.timedelta(seconds=settings.CRUNCH_REQUEUE_SECONDS)
-        capacity = sum(
-            int((n.info or {}).get("concurrency", 1))
-            for n in nodes.values()
-            if n.last_ping_at is not None and n.last_ping_at >= now - ttl
-        )
+        capacity = sum(n.slots for n in live)
         queued = queued_jobs()
         for job in queued[:1000]:
             status = None
-            if live:
-                problems = [placement_problem(job, caps) for caps in live]
-                if all(problems):
-                    status = f"no registered node can run this job: it needs {problems[0]}"
+            if live:  # with no live node, wait for one rather than judge
+                req = job_requirements(job)
+                status = req if isinstance(req, str) else placement.verdict(req, live).message
             if status != job.scheduling_status:
-                Job.objects.filter(pk=job.pk).update(scheduling_status=status)
+                # still queued: a runner may have begun (and begun its log) meanwhile
+                if not Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+                    scheduling_status=status
+                ):
+                    continue
                 notify(job.uuid)
                 if status:
                     job_log_note(job_uuid=job.uuid, message=status)

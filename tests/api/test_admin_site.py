@@ -53,3 +53,32 @@ def test_admin_pages_render(client, admin, api, model):
             reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
         )
         assert change.status_code == 200
+
+
+def test_the_node_list_says_which_nodes_are_up_and_their_labels(client, admin):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from jobs.services import runs
+
+    admin_user, _ = admin
+    admin_user.set_password("pw")
+    admin_user.save()
+
+    def register(name):
+        return runs.node_register(
+            hostname=name, cpus=2, ram_bytes=2**30, gpus=0, labels={"region": "r1"}, slots=1
+        )
+
+    register("alive@host")
+    gone = register("gone@host")
+    Node.objects.filter(pk=gone.pk).update(last_ping_at=timezone.now() - dt.timedelta(hours=1))
+    assert client.login(username="admin", password="pw")
+    page = client.get(reverse("admin:jobs_node_changelist")).content.decode()
+    rows = {
+        name: page[page.index(name) : page.index("</tr>", page.index(name))]
+        for name in ("alive@host", "gone@host")
+    }
+    assert ">up<" in rows["alive@host"] and ">down<" in rows["gone@host"]
+    assert "region=r1" in rows["alive@host"]

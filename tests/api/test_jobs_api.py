@@ -346,6 +346,54 @@ def test_unknown_image_is_a_validation_error(api, active, foo):
     )
 
 
+@pytest.mark.parametrize(
+    ("constraints", "message"),
+    [
+        (
+            {"constraints": ["fast", {"key": "region", "operator": "~", "values": ["x"]}]},
+            'runtime_constraints.constraints[1]: unknown operator "~" (one of =, !=, in, notin,'
+            " exists, !exists, gt, lt)",
+        ),
+        (
+            {"constraints": [{"key": "tier", "operator": "in", "values": []}]},
+            "runtime_constraints.constraints[0]: in needs at least one value",
+        ),
+        (
+            {"constraints": [{"key": "cpus", "operator": "gt", "values": ["lots"]}]},
+            'runtime_constraints.constraints[0]: gt compares numbers, and "lots" is not one',
+        ),
+        ({"vcpus": 0}, "runtime_constraints.vcpus must be greater than 0, not 0"),
+        ({"ram": "1G"}, 'runtime_constraints.ram must be a whole number, not "1G"'),
+    ],
+)
+def test_bad_placement_constraints_are_a_422_naming_them(api, active, foo, constraints, message):
+    _, token = active
+    assert_error(
+        *api.post("jobs", body={"job": job_attrs(runtime_constraints=constraints)}, token=token),
+        422,
+        message,
+    )
+    job = create(api, token)
+    assert_error(
+        *api.put(
+            f"jobs/{job['uuid']}", body={"job": {"runtime_constraints": constraints}}, token=token
+        ),
+        422,
+        message,
+    )
+
+
+def test_good_placement_constraints_are_stored_as_given(api, active, foo):
+    _, token = active
+    constraints = {
+        "vcpus": 0.5,
+        "ram": 2**30,
+        "constraints": ["fast", "region=us-west-2", {"key": "spot", "operator": "!exists"}],
+    }
+    job = create(api, token, runtime_constraints=constraints)
+    assert job["runtime_constraints"] == constraints
+
+
 def test_only_other_attributes_changing_do_not_re_resolve(api, active, foo):
     _, token = active
     job = create(api, token)

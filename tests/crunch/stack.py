@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +47,19 @@ class Stack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     repo: str = ""
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str, env: Mapping[str, str | None] | None = None
+    ) -> subprocess.Popen[bytes]:
         """One more `crunch worker` (concurrency 1) in its own session, so that a test can
-        kill it with everything it started, like a lost machine."""
+        kill it with everything it started, like a lost machine. `env` changes the stack's
+        environment for it (None removes a variable). Its output is appended to
+        `logs/<name>.log`."""
+        worker_env = dict(self.env)
+        for key, value in (env or {}).items():
+            if value is None:
+                worker_env.pop(key, None)
+            else:
+                worker_env[key] = value
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -62,9 +72,9 @@ class Stack:
                 f"{name}@%h",
             ],
             cwd=ROOT,
-            env=self.env,
+            env=worker_env,
             start_new_session=True,
-            stdout=(self.logs / f"{name}.log").open("wb"),
+            stdout=(self.logs / f"{name}.log").open("ab"),
             stderr=subprocess.STDOUT,
         )
         self.processes.append(process)

@@ -406,8 +406,8 @@ def test_follow_of_a_job_that_cannot_be_placed_exits_2(cli: Cli, stack: Stack) -
     try:
         code, out, err = cli("logs", "--follow", uuid)
         assert code == 2 and log_lines(out) == []
-        assert f"crunch logs: {uuid} cannot be placed: no registered node can run" in err
-        assert "min_ram_mb_per_node" in err
+        assert f"crunch logs: {uuid} cannot be placed: no suitable node: requested 1" in err
+        assert "GiB < 976562.5 GiB" in err
     finally:
         stack.call("POST", f"jobs/{uuid}/cancel")
 

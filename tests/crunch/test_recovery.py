@@ -9,6 +9,7 @@ sweep intervals so recovery happens within seconds.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.crunch.stack import STACK_KINDS, Stack, running_stack
+from tests.crunch.stack import STACK_KINDS, Stack, manage, running_stack
 from tests.keep_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,43 +128,74 @@ def recovery_stack(kind: str, tmp_path: Path) -> Iterator[Recovery]:
             redis.stop()
 
 
-def test_a_worker_killed_mid_run_leaves_no_job_running(recovery: Recovery) -> None:
+NODE_NOTE = re.compile(r" crunch: on node (\S+) \(([a-z0-9]{5}-7ekkf-[a-z0-9]{15})\)\n")
+
+
+def test_a_worker_killed_and_restarted_on_the_same_host_fails_its_lost_job(
+    recovery: Recovery,
+) -> None:
+    """As systemd would: SIGKILL to the worker's control group (the worker, its pool and the
+    script), then a new worker under the same name. The new worker is a new node; the old
+    node goes silent, so its job fails with the reason, and the queue goes on."""
     stack = recovery.stack
+    admin = manage(stack.env, "create_api_token", "root", "--admin")
     first = stack.start_worker("first")
     shared = Path(tempfile.mkdtemp(prefix="crunch-pids-"))
     shared.chmod(0o777)
+    pidfile = shared / "pid"
     try:
-        job = stack.submit("sleepy", {"pidfile": str(shared / "pid")})
+        job = stack.submit("sleepy", {"pidfile": str(pidfile)})
         stack.wait(job["uuid"], states=("Running",))
-        os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool, like a lost machine
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            assert time.monotonic() < deadline, "the script did not start"
+            time.sleep(0.1)
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool
+        kill_pids(pidfile)  # and the script, in its own process group
         first.wait()
         stack.processes.remove(first)
-        stack.start_worker("second")
+        stack.start_worker("first")
         failed = stack.wait(job["uuid"], states=("Failed",), timeout=60)
-        deadline = time.monotonic() + 30
-        while not failed["log"]:
-            assert time.monotonic() < deadline, "no log collection"
-            time.sleep(0.3)
-            failed = stack.call("GET", f"jobs/{job['uuid']}")
-        text = stack.file(failed["log"], f"{job['uuid']}.log.txt").decode()
+        text = stack.log_text(stack.wait_for_log(failed["uuid"]))
         assert "stopped heartbeating" in text, text
         (lost,) = stack.call("GET", f"jobs/{job['uuid']}/executions")["items"]
         assert (lost["state"], lost["exit_code"]) == ("Lost", None), lost
         assert "first@" in lost["hostname"] and lost["finished_at"]
         assert "stopped heartbeating" in lost["reason"], lost
-        # and the queue goes on
+        old_name, old_node = NODE_NOTE.findall(text)[0]
+        assert f"its worker {old_name} stopped heartbeating" in text
+        # and the queue goes on, on the new worker's node
         after = stack.wait(stack.submit("hello", {"name": "after"})["uuid"])
-        assert after["state"] == "Complete", stack.log_text(stack.wait_for_log(after["uuid"]))
+        after_log = stack.log_text(stack.wait_for_log(after["uuid"]))
+        assert after["state"] == "Complete", after_log
         assert stack.file(after["output"], "out.txt") == b"after\n"
+        new_name, new_node = NODE_NOTE.findall(after_log)[0]
+        assert (new_name, new_node != old_node) == (old_name, True)
+        # one host name, two nodes; the silent one is down
+        nodes = requests.get(
+            f"{stack.url}/arvados/v1/nodes",
+            params={"filters": f'[["hostname","=","{old_name}"]]', "order": "created_at"},
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=30,
+        ).json()["items"]
+        assert [n["uuid"] for n in nodes] == [old_node, new_node]
+        assert [n["info"]["state"] for n in nodes] == ["down", "up"]
+        assert (
+            "server closed the connection unexpectedly"
+            not in (stack.logs / "first.log").read_text()
+        )
     finally:
-        pidfile = shared / "pid"
-        if pidfile.exists():
-            for pid in pidfile.read_text().split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
+        kill_pids(pidfile)
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def kill_pids(pidfile: Path) -> None:
+    if pidfile.exists():
+        for pid in pidfile.read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
 
 
 def test_priority_order_holds_with_one_busy_worker(recovery: Recovery) -> None:

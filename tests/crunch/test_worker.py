@@ -6,11 +6,33 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.keep_server import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def api(env: dict[str, str], log: Path) -> Iterator[dict[str, str]]:
+    """A `crunch serve` for the worker to reach at start-up; yields the worker's env."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crunch.cli", "serve", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield env | {"CRUNCH_API_URL": f"http://127.0.0.1:{port}"}
+    finally:
+        stop(proc)
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -47,7 +69,11 @@ def test_worker_answers_over_redis(tmp_path):
 
     env = os.environ | {"CRUNCH_DATA_DIR": str(tmp_path)}
     log = tmp_path / "worker.log"
-    proc = start_worker(env, log)
+    with api(env, tmp_path / "serve.log") as worker_env:
+        answers_over_redis(app, start_worker(worker_env, log), log)
+
+
+def answers_over_redis(app: Any, proc: subprocess.Popen, log: Path) -> None:
     try:
         deadline = time.monotonic() + 60
         replies = []
@@ -68,7 +94,11 @@ def test_worker_runs_a_task_without_redis(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env["CRUNCH_DATA_DIR"] = str(tmp_path)
     log = tmp_path / "worker.log"
-    proc = start_worker(env, log)
+    with api(env, tmp_path / "serve.log") as worker_env:
+        runs_a_task(env, start_worker(worker_env, log), log)
+
+
+def runs_a_task(env: dict[str, str], proc: subprocess.Popen, log: Path) -> None:
     try:
         sender = subprocess.run(
             [

@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Job, Node
+from jobs.placement import live_nodes
 from jobs.services import runs
 from jobs.services.executions import execution_start
 from jobs.services.tokens import system_user
@@ -44,7 +45,12 @@ def node(
     name: str, *, cores: int = 2, ram_mb: int = 4096, labels: tuple[str, ...] = (), age: float = 0
 ) -> Node:
     made = runs.node_register(
-        hostname=name, caps=runs.Capabilities(cores, ram_mb, frozenset(labels)), concurrency=1
+        hostname=name,
+        cpus=cores,
+        ram_bytes=ram_mb * 1024 * 1024,
+        gpus=0,
+        labels=dict.fromkeys(labels, "true"),
+        slots=1,
     )
     Node.objects.filter(pk=made.pk).update(last_ping_at=timezone.now() - dt.timedelta(seconds=age))
     made.refresh_from_db()
@@ -116,14 +122,14 @@ def test_jobs_no_node_can_run_say_why_and_placement_respects_constraints() -> No
     assert sorted(report.unplaceable) == sorted([big.uuid, gpu.uuid])
     big.refresh_from_db()
     assert big.scheduling_status == (
-        "no registered node can run this job: it needs min_cores_per_node 64 (a node has 2)"
+        "no suitable node: requested 1, available 1, suitable 0; small@host: cpus 2 < 64"
     )
-    assert "labels gpu" in Job.objects.get(pk=gpu.pk).scheduling_status
+    assert Job.objects.get(pk=gpu.pk).scheduling_status.endswith("small@host: no label gpu")
     assert Job.objects.get(pk=fits.pk).scheduling_status is None
-    assert "min_cores_per_node 64" in runs.job_log_text(job_uuid=big.uuid)
+    assert "small@host: cpus 2 < 64" in runs.job_log_text(job_uuid=big.uuid)
     # the note is written once, not on every sweep
     runs.sweep()
-    assert runs.job_log_text(job_uuid=big.uuid).count("min_cores_per_node 64") == 1
+    assert runs.job_log_text(job_uuid=big.uuid).count("cpus 2 < 64") == 1
     # a node that fits clears it; claiming respects constraints
     small = Node.objects.get(hostname="small@host")
     claimed = runs.job_claim(worker="w", node_uuid=small.uuid)
@@ -162,3 +168,71 @@ def test_claim_order_is_priority_then_age() -> None:
     order = [runs.job_claim(worker="w").uuid for _ in range(3)]
     assert order == [urgent.uuid, first.uuid, second.uuid]
     assert runs.job_claim(worker="w") is None
+
+
+def test_every_start_is_a_new_node_and_silent_nodes_are_marked_down() -> None:
+    old = node("w@host", age=120)
+    new = node("w@host")
+    assert old.uuid != new.uuid
+    assert {n.uuid for n in live_nodes()} == {new.uuid}
+    report = runs.sweep()
+    assert report.down == [old.uuid]
+    assert Node.objects.get(pk=old.pk).info["state"] == "down"
+    assert Node.objects.get(pk=new.pk).info["state"] == "up"
+    assert runs.sweep().down == []  # once
+    runs.node_down(node_uuid=new.uuid)  # a worker that stops says so
+    assert list(live_nodes()) == []
+
+
+def test_stored_constraints_that_cannot_be_read_make_a_job_unplaceable() -> None:
+    here = node("here@host")
+    bad = make_job(runtime_constraints={"constraints": [{"key": "k", "operator": "~"}]})
+    runs.sweep()
+    bad.refresh_from_db()
+    assert bad.scheduling_status.startswith("no suitable node: runtime_constraints.constraints")
+    assert runs.job_claim(worker="w", node_uuid=here.uuid) is None
+
+
+def test_a_claimed_job_loses_its_verdict_and_its_log_goes_on() -> None:
+    small = node("small@host", cores=2)
+    job = make_job(runtime_constraints={"vcpus": 4})
+    runs.sweep()
+    assert Job.objects.get(pk=job.pk).scheduling_status is not None
+    assert runs.job_log_next_seq(job_uuid=job.uuid) == 1
+    bigger = node("bigger@host", cores=8)
+    assert runs.job_claim(worker="w", node_uuid=small.uuid) is None
+    claimed = runs.job_claim(worker="w", node_uuid=bigger.uuid)
+    assert claimed is not None and claimed.uuid == job.uuid
+    assert claimed.scheduling_status is None
+
+
+def test_a_hint_a_node_cannot_use_goes_to_the_least_busy_node_that_can() -> None:
+    plain = node("plain@host")
+    gpu_busy = node("gpu-busy@host", labels=("gpu",))
+    gpu_idle = node("gpu-idle@host", labels=("gpu",))
+    node("gpu-dead@host", labels=("gpu",), age=600)
+    system = system_user()
+    make_job(
+        state="Running",
+        running=True,
+        is_locked_by_uuid=system.uuid,
+        worker_node_uuid=gpu_busy.uuid,
+        started_at=timezone.now(),
+    )
+    wants_gpu = make_job(runtime_constraints={"constraints": ["gpu"]})
+    assert runs.hint_target(job_uuid=wants_gpu.uuid, node_uuid=plain.uuid) == (
+        wants_gpu.uuid,
+        "gpu-idle@host",
+    )
+    # a node that can run the job keeps the hint; so does one with no other node to ask
+    assert runs.hint_target(job_uuid=wants_gpu.uuid, node_uuid=gpu_idle.uuid) is None
+    # a hint for a job already taken passes on for the first job this node cannot run
+    anything = make_job()
+    assert runs.hint_target(job_uuid=anything.uuid, node_uuid=plain.uuid) == (
+        wants_gpu.uuid,
+        "gpu-idle@host",
+    )
+    Job.objects.filter(pk=wants_gpu.pk).update(state="Cancelled")
+    assert runs.hint_target(job_uuid=wants_gpu.uuid, node_uuid=plain.uuid) is None
+    nowhere = make_job(runtime_constraints={"constraints": ["fpga"]})
+    assert runs.hint_target(job_uuid=nowhere.uuid, node_uuid=plain.uuid) is None
