@@ -814,17 +814,24 @@ class Runner:
         self.log.flush()
         if self.token is None:
             return None
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{self.job.uuid}.log.txt"
-                path.write_text(runs.job_log_text(job_uuid=self.job.uuid))
-                collection = put_paths(
-                    self.client,
-                    [str(path)],
-                    name=f"Log of job {self.job.uuid}: {what_runs(self.job)}"[:255],
-                    owner_uuid=self.job.owner_uuid,
-                )
-                return str(collection["portable_data_hash"])
-        except (ClientError, CommandError, OSError) as exc:
-            log.warning("could not save the log of %s: %s", self.job.uuid, exc)
-            return None
+        return store_log(self.client, self.job)
+
+
+def store_log(client: ApiClient, job: Job) -> str | None:
+    """Store a job's log chunks as its log collection (`<uuid>.log.txt`); its PDH, or None
+    when it could not be stored (said in the worker's log). The runner does this when a run
+    ends, the sweeper for a job whose runner is gone."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{job.uuid}.log.txt"
+            path.write_text(runs.job_log_text(job_uuid=job.uuid))
+            collection = put_paths(
+                client,
+                [str(path)],
+                name=f"Log of job {job.uuid}: {what_runs(job)}"[:255],
+                owner_uuid=job.owner_uuid,
+            )
+            return str(collection["portable_data_hash"])
+    except (ClientError, CommandError, OSError) as exc:
+        log.warning("could not save the log of %s: %s", job.uuid, exc)
+        return None

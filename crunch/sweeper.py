@@ -186,32 +186,20 @@ def _loop() -> None:
 def save_log(job_uuid: str) -> None:
     """Store a job's log chunks as its log collection (for jobs whose runner is gone)."""
     import datetime as dt
-    import tempfile
-    from pathlib import Path
 
     from django.conf import settings
 
-    from crunch.client import ApiClient, ClientConfig, ClientError
-    from crunch.keepcli import CommandError, put_paths
+    from crunch.client import ApiClient, ClientConfig
+    from crunch.runner import store_log
     from jobs.models import Job
     from jobs.services import runs
-    from jobs.spec import what_runs
 
     job = Job.objects.get(uuid=job_uuid)
     token = runs.job_token_create(job=job, lifetime=dt.timedelta(minutes=10))
     try:
         client = ApiClient(ClientConfig(base_url=settings.CRUNCH_API_URL, token=token))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{job_uuid}.log.txt"
-            path.write_text(runs.job_log_text(job_uuid=job_uuid))
-            collection = put_paths(
-                client,
-                [str(path)],
-                name=f"Log of job {job_uuid}: {what_runs(job)}"[:255],
-                owner_uuid=job.owner_uuid,
-            )
-        runs.job_set_log(job_uuid=job_uuid, log_pdh=str(collection["portable_data_hash"]))
-    except (ClientError, CommandError, OSError) as exc:
-        log.warning("could not save the log of %s: %s", job_uuid, exc)
+        log_pdh = store_log(client, job)
+        if log_pdh is not None:
+            runs.job_set_log(job_uuid=job_uuid, log_pdh=log_pdh)
     finally:
         runs.job_token_revoke(token_uuid_or_secret=token)

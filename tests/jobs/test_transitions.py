@@ -240,7 +240,7 @@ def test_lock_is_one_compare_and_set(active: Any) -> None:
 def test_executions_number_their_attempts_and_end_once(active: Any) -> None:
     job = make_job(active[0], state="Running")
     node = runs.node_register(
-        hostname="w1@box", caps=runs.Capabilities(2, 1024, frozenset()), concurrency=1
+        hostname="w1@box", cpus=2, ram_bytes=1024**3, gpus=0, labels={}, slots=1
     )
     first = execution_start(job=job, node_uuid=node.uuid, hostname=None, log_seq=0)
     assert (first.attempt, first.replica, first.hostname, first.state) == (
