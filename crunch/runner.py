@@ -39,6 +39,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import pwd
 import re
@@ -59,7 +60,9 @@ from django.conf import settings
 from crunch.client import ApiClient, ClientConfig, ClientError
 from crunch.dockercli import container_cli
 from crunch.keepcli import CommandError, fetch_tree, get_target, put_paths
+from jobs.exceptions import InvalidRequest
 from jobs.models import Execution, ExecutionState, Job, JobState
+from jobs.placement import Requirements
 from jobs.services import executions, runs
 from jobs.spec import what_runs
 
@@ -239,22 +242,19 @@ class Runtime:
 
 
 def limit_prefix(constraints: dict[str, Any]) -> list[str]:
-    """Resource limits for a local run, from what the job asked for: its data segment
-    (heap and anonymous memory) capped at `min_ram_mb_per_node`, and its CPUs at
-    `min_cores_per_node` (util-linux `prlimit` and `taskset`, where installed)."""
+    """Resource limits for a local run, from what the job asked for (`jobs.placement`'s
+    reading of `vcpus`/`ram` or `min_cores_per_node`/`min_ram_mb_per_node`): its data
+    segment (heap and anonymous memory) capped at the RAM, and its CPUs at the whole number
+    of cores that covers `vcpus` (util-linux `prlimit` and `taskset`, where installed)."""
+    try:
+        wanted = Requirements.of(constraints)
+    except InvalidRequest:
+        return []  # refused at submit; a row written otherwise runs without limits
     prefix: list[str] = []
-    ram = constraints.get("min_ram_mb_per_node")
-    if isinstance(ram, int) and not isinstance(ram, bool) and ram > 0 and shutil.which("prlimit"):
-        limit = ram * 1024 * 1024
-        prefix += ["prlimit", f"--data={limit}:{limit}"]
-    cores = constraints.get("min_cores_per_node")
-    available = os.cpu_count() or 1
-    if (
-        isinstance(cores, int)
-        and not isinstance(cores, bool)
-        and 0 < cores < available
-        and shutil.which("taskset")
-    ):
+    if wanted.ram > 0 and shutil.which("prlimit"):
+        prefix += ["prlimit", f"--data={wanted.ram}:{wanted.ram}"]
+    cores = math.ceil(wanted.cpus)
+    if 0 < cores < (os.cpu_count() or 1) and shutil.which("taskset"):
         prefix += ["taskset", "--cpu-list", f"0-{cores - 1}"]
     return prefix
 

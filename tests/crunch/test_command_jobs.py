@@ -38,7 +38,11 @@ def stack(
         request.param,
         tmp_path_factory.mktemp(f"command-{request.param}"),
         {"noop": "#!/bin/sh\ntrue\n"},
-        extra_env={"CRUNCH_SWEEP_SECONDS": "1", "CRUNCH_WORKER_HEARTBEAT": "1"},
+        extra_env={
+            "CRUNCH_SWEEP_SECONDS": "1",
+            "CRUNCH_WORKER_HEARTBEAT": "1",
+            "CRUNCH_REQUEUE_SECONDS": "1",
+        },
     ) as running:
         yield running
 

@@ -408,3 +408,6 @@ def test_local_runs_are_limited_to_what_the_job_asked_for() -> None:
     if (os.cpu_count() or 1) > 1:
         assert limit_prefix({"min_cores_per_node": 1}) == ["taskset", "--cpu-list", "0-0"]
     assert limit_prefix({"min_cores_per_node": 10_000}) == []  # asks for more than there is
+    assert limit_prefix({"ram": 512 * 1024**2})[:2] == ["prlimit", "--data=536870912:536870912"]
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        assert limit_prefix({"vcpus": 0.5}) == ["taskset", "--cpu-list", "0-0"]
