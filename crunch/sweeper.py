@@ -190,7 +190,7 @@ def save_log(job_uuid: str) -> None:
     from django.conf import settings
 
     from crunch.client import ApiClient, ClientConfig
-    from crunch.runner import store_log
+    from crunch.runlog import store_log
     from jobs.models import Job
     from jobs.services import runs
 
