@@ -1,31 +1,20 @@
-"""Django admin: operators browse users, tokens, links, collections, repositories, nodes,
-and steer jobs.
-
-Jobs get more than the generic pages: a queue page in the dispatcher's order (what waits,
-why it cannot be placed, what runs where), list filters and actions (cancel, change
-priority, requeue as a new job), and a job page with its timings, its executions (each
-attempt to run it), reuse events and a live tail of its log. Every change to a job goes
-through `jobs.services.jobs`, acting as the staff user, so the API's validation and
-bookkeeping apply; a refusal becomes an error message on the page, never a server error.
-"""
+"""The jobs admin: the list with its filters and actions (cancel, change priority, requeue
+as a new job), the queue page, and a job's page with its executions, reuse events and live
+log. Every change goes through `jobs.services.jobs` as the staff user."""
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import transaction
-from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
 from django.http import (
     Http404,
@@ -41,318 +30,42 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from jobs import manifests
+from jobs.admin.pages import (
+    FILES_SHOWN,
+    LOG_POLL_SECONDS,
+    LOG_TAIL_LINES,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUE_ORDER,
+    QUEUE_REFRESH_SECONDS,
+    REQUEUE_STATES,
+    WAITING,
+    human_duration,
+    log_tail,
+    owner_names,
+    queue_snapshot,
+    queue_wait,
+    requeue_attrs,
+    run_duration,
+)
 from jobs.exceptions import CrunchError
-from jobs.follow import JobView, chunk_lines
+from jobs.follow import chunk_lines
 from jobs.models import (
-    ApiClientAuthorization,
     Collection,
     ExecutionState,
-    Group,
     Job,
     JobReuse,
     JobState,
-    Link,
     LogChunk,
     Node,
-    Repository,
     User,
 )
 from jobs.models.jobs import DESCRIPTION_MAX
-from jobs.placement import NodeView, live_nodes
-from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.selectors import job_executions
 from jobs.services.jobs import SERVICE as JOB_SERVICE
 from jobs.services.jobs import job_cancel
 from jobs.services.objects import Actor
 from jobs.spec import what_runs
-
-READ_ONLY_COMMON = (
-    "uuid",
-    "created_at",
-    "modified_at",
-    "modified_by_user_uuid",
-    "modified_by_client_uuid",
-)
-
-
-@admin.register(User)
-class UserAdmin(admin.ModelAdmin):
-    list_display = ("username", "uuid", "email", "is_active", "is_admin", "created_at")
-    list_filter = ("is_active", "is_admin")
-    search_fields = ("username", "uuid", "email", "first_name", "last_name")
-    readonly_fields = (*READ_ONLY_COMMON, "password", "last_login")
-    exclude = ("groups", "user_permissions", "is_staff", "is_superuser")
-
-
-@admin.register(Group)
-class GroupAdmin(admin.ModelAdmin):
-    list_display = ("name", "uuid", "group_class", "owner_uuid", "created_at")
-    list_filter = ("group_class",)
-    search_fields = ("name", "uuid", "owner_uuid")
-    readonly_fields = READ_ONLY_COMMON
-
-
-@admin.register(ApiClientAuthorization)
-class ApiClientAuthorizationAdmin(admin.ModelAdmin):
-    list_display = (
-        "uuid",
-        "user",
-        "scopes",
-        "expires_at",
-        "last_used_at",
-        "last_used_by_ip_address",
-    )
-    search_fields = ("uuid", "user__username")
-    readonly_fields = (
-        *READ_ONLY_COMMON,
-        "token_hash",
-        "last_used_at",
-        "last_used_by_ip_address",
-        "created_by_ip_address",
-    )
-
-
-@admin.register(Link)
-class LinkAdmin(admin.ModelAdmin):
-    list_display = ("uuid", "link_class", "name", "tail_uuid", "head_uuid", "created_at")
-    list_filter = ("link_class",)
-    search_fields = ("uuid", "name", "tail_uuid", "head_uuid")
-    readonly_fields = READ_ONLY_COMMON
-
-
-@admin.register(Collection)
-class CollectionAdmin(admin.ModelAdmin):
-    list_display = (
-        "uuid",
-        "name",
-        "portable_data_hash",
-        "file_count",
-        "file_size_total",
-        "is_trashed",
-        "created_at",
-    )
-    list_filter = ("is_trashed",)
-    search_fields = ("uuid", "name", "portable_data_hash")
-    readonly_fields = (
-        *READ_ONLY_COMMON,
-        "portable_data_hash",
-        "manifest_text",
-        "file_count",
-        "file_size_total",
-    )
-
-
-@admin.register(Repository)
-class RepositoryAdmin(admin.ModelAdmin):
-    list_display = ("name", "uuid", "owner_uuid", "created_at")
-    search_fields = ("name", "uuid")
-    readonly_fields = READ_ONLY_COMMON
-
-
-@admin.register(Node)
-class NodeAdmin(admin.ModelAdmin):
-    list_display = ("hostname", "uuid", "state", "labels", "first_ping_at", "last_ping_at")
-    search_fields = ("hostname", "uuid", "job_uuid")
-    readonly_fields = READ_ONLY_COMMON
-    ordering = ("-first_ping_at",)
-
-    @admin.display(description="state")
-    def state(self, node: Node) -> str:
-        """`up` while it heartbeats within CRUNCH_WORKER_TTL (placement's rule), else `down`."""
-        return "up" if live_nodes().filter(pk=node.pk).exists() else "down"
-
-    @admin.display(description="labels")
-    def labels(self, node: Node) -> str:
-        return ", ".join(f"{k}={v}" for k, v in sorted(NodeView.of(node).labels.items()))
-
-
-# --- jobs -----------------------------------------------------------------------------------
-
-# The dispatcher's order: it claims the highest priority first, then the oldest (jobs.queue).
-QUEUE_ORDER = RUN_ORDER
-QUEUE_SHOWN = 500  # rows per table on the queue page; the summary counts them all
-QUEUE_REFRESH_SECONDS = 5
-LOG_TAIL_LINES = 50
-LOG_POLL_SECONDS = 2
-FILES_SHOWN = 20
-# The priority column's range (what the job service accepts), refused already in the forms.
-PRIORITY_MIN, PRIORITY_MAX = BaseDatabaseOperations.integer_field_ranges["IntegerField"]
-REQUEUE_STATES = frozenset({JobState.FAILED, JobState.CANCELLED})
-WAITING = "waiting for a worker"
-
-
-def human_duration(delta: dt.timedelta | None) -> str:
-    """`3m 05s`, `2h 07m`, `4d 3h`; `-` for no duration."""
-    if delta is None:
-        return "-"
-    seconds = max(0, int(delta.total_seconds()))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {seconds:02d}s"
-    return f"{seconds}s"
-
-
-def owner_names(uuids: Iterable[str | None]) -> dict[str, str]:
-    """Display names by uuid: users by username, groups by name."""
-    wanted = {u for u in uuids if u}
-    names: dict[str, str] = dict(
-        User.objects.filter(uuid__in=wanted).values_list("uuid", "username")
-    )
-    names.update(Group.objects.filter(uuid__in=wanted - names.keys()).values_list("uuid", "name"))
-    return names
-
-
-def queue_wait(job: Job, now: dt.datetime) -> dt.timedelta | None:
-    """How long the job waited before it started (so far, while it is queued)."""
-    end = job.started_at or job.cancelled_at or job.finished_at
-    if end is None and job.state == JobState.QUEUED:
-        end = now
-    return end - job.created_at if end is not None and job.created_at is not None else None
-
-
-def run_duration(job: Job, now: dt.datetime) -> dt.timedelta | None:
-    """How long the job ran (so far, while it is running)."""
-    if job.started_at is None:
-        return None
-    end = job.finished_at or job.cancelled_at
-    if end is None and job.state == JobState.RUNNING:
-        end = now
-    return end - job.started_at if end is not None else None
-
-
-@dataclass
-class QueueRow:
-    position: int
-    job: Job
-    owner: str
-    waiting: str
-    placement: str
-    placeable: bool
-
-
-@dataclass
-class RunningRow:
-    job: Job
-    owner: str
-    running_for: str
-    node: Node | None
-    node_alive: bool
-
-
-def queue_snapshot(now: dt.datetime) -> dict[str, Any]:
-    """What the queue page shows: queued jobs in the dispatcher's order with their position,
-    waiting time and placement status; running jobs with their node; live nodes busy/idle."""
-    queue_size = queued_jobs().count()
-    queued = list(queued_jobs()[:QUEUE_SHOWN])
-    running_jobs = Job.objects.filter(state=JobState.RUNNING)
-    running_count = running_jobs.count()
-    running = list(running_jobs.order_by("started_at", "id")[:QUEUE_SHOWN])
-
-    live = list(live_nodes(now).order_by("hostname"))
-    live_uuids = {n.uuid for n in live}
-    busy_uuids = {j.worker_node_uuid for j in running if j.worker_node_uuid} | {
-        n.uuid for n in live if n.job_uuid
-    }
-    running_nodes = {
-        n.uuid: n
-        for n in Node.objects.filter(uuid__in={j.worker_node_uuid for j in running} - {None})
-    }
-    names = owner_names([j.owner_uuid for j in queued] + [j.owner_uuid for j in running])
-
-    queued_rows = []
-    for position, job in enumerate(queued, start=1):
-        placement = job.scheduling_status or (
-            WAITING if live else f"{WAITING} (no worker is alive)"
-        )
-        queued_rows.append(
-            QueueRow(
-                position=position,
-                job=job,
-                owner=names.get(job.owner_uuid, job.owner_uuid),
-                waiting=human_duration(queue_wait(job, now)),
-                placement=placement,
-                placeable=not job.scheduling_status,
-            )
-        )
-    running_rows = [
-        RunningRow(
-            job=job,
-            owner=names.get(job.owner_uuid, job.owner_uuid),
-            running_for=human_duration(run_duration(job, now)),
-            node=running_nodes.get(job.worker_node_uuid or ""),
-            node_alive=job.worker_node_uuid in live_uuids,
-        )
-        for job in running
-    ]
-    busy = len(live_uuids & busy_uuids)
-    return {
-        "now": now,
-        "queue_size": queue_size,
-        "queued_rows": queued_rows,
-        "queued_more": queue_size - len(queued_rows),
-        "unplaceable": Job.objects.filter(
-            state=JobState.QUEUED, scheduling_status__isnull=False
-        ).count(),
-        "running_count": running_count,
-        "running_rows": running_rows,
-        "running_more": running_count - len(running_rows),
-        "nodes_live": len(live),
-        "nodes_busy": busy,
-        "nodes_idle": len(live) - busy,
-        "slots_total": sum(NodeView.of(n).slots for n in live),
-        "slots_used": sum(1 for j in running if j.worker_node_uuid in live_uuids),
-        "worker_ttl": settings.CRUNCH_WORKER_TTL,
-    }
-
-
-def log_tail(job: Job, lines: int = LOG_TAIL_LINES) -> dict[str, Any]:
-    """The last `lines` lines of a job's log from its stored chunks, and whether more can
-    come (`ended`: the log is complete)."""
-    chunks = list(
-        LogChunk.objects.filter(job_uuid=job.uuid)
-        .order_by("-seq")
-        .values_list("seq", "text")[:lines]
-    )
-    text = "".join(chunk_lines(chunk) for _, chunk in reversed(chunks))
-    return {
-        "uuid": job.uuid,
-        "state": job.state,
-        "ended": JobView.of(job).sealed,
-        "seq": chunks[0][0] if chunks else None,
-        "lines": text.splitlines()[-lines:],
-    }
-
-
-def requeue_attrs(job: Job, *, by: User) -> dict[str, Any]:
-    """A new job with the same inputs as `job`: the same exact commit, parameters and
-    constraints, owned by the same owner. Its description says where it came from."""
-    note = f"Requeue of {job.uuid} ({job.state}) by {by.username}."
-    description = f"{note}\n\n{job.description}" if job.description else note
-    return {
-        "owner_uuid": job.owner_uuid,
-        "repository": job.repository,
-        "script": job.script,
-        "script_version": job.script_version,
-        "supplied_script_version": job.supplied_script_version,
-        "command": copy.deepcopy(job.command),
-        "working_dir": job.working_dir,
-        "environment": copy.deepcopy(job.environment),
-        "labels": copy.deepcopy(job.labels),
-        "meta": copy.deepcopy(job.meta),
-        "script_parameters": copy.deepcopy(job.script_parameters)
-        if job.script_parameters is not None
-        else {},
-        "runtime_constraints": copy.deepcopy(job.runtime_constraints),
-        "nondeterministic": job.nondeterministic,
-        "priority": job.priority,
-        "description": description[:DESCRIPTION_MAX],
-    }
 
 
 def _uuids(uuids: list[str], shown: int = 10) -> str:
@@ -1011,6 +724,3 @@ class JobReuseAdmin(admin.ModelAdmin):
 
 
 # The admin's home page links to the queue page.
-admin.site.index_template = "admin/jobs/index.html"
-admin.site.site_header = "Crunch administration"
-admin.site.site_title = "Crunch admin"
