@@ -215,6 +215,10 @@ class Runner:
     def _checkout(self) -> None:
         checkout(job=self.job, token=self.token, dest=self.src, cache_root=work_root() / "repos")
 
+    @property
+    def _program(self) -> str:
+        return "script" if self.job.command is None else "command"
+
     # --- execution ------------------------------------------------------------------------
 
     def _environment(self) -> dict[str, str]:
@@ -270,7 +274,7 @@ class Runner:
                 self._attempt_start()
             code = self.exit_code = self._run_once()
             if code == 0:
-                self.log.note("the script succeeded")
+                self.log.note(f"the {self._program} succeeded")
                 return True  # the execution ends once the output is saved
             if code == TEMPORARY_FAILURE and attempt < MAX_TRIES:
                 self.log.note(
@@ -289,7 +293,7 @@ class Runner:
                 state, why = self.stopped or (ExecutionState.FAILED, "stopped")
                 self._attempt_end(state, reason=why)
                 return False
-            self.log.note(f"the script failed with exit code {code}")
+            self.log.note(f"the {self._program} failed with exit code {code}")
             self._attempt_end(ExecutionState.FAILED)
             return False
         return False
