@@ -387,12 +387,7 @@ def job_submit(
     if exclude_script_versions is not None:
         exclude_script_versions = _strings(exclude_script_versions, "exclude_script_versions")
     if not find_or_create:
-        job = SERVICE.create(actor=actor, attrs=attrs)
-        return Submission(
-            job,
-            False,
-            {"reused": False, "reason": "find_or_create not requested"} if explain else None,
-        )
+        return Submission.without_reuse(SERVICE.create(actor=actor, attrs=attrs), explain=explain)
 
     user = actor.user
     digest = parameters_digest(attrs.get("script_parameters"))

@@ -156,6 +156,12 @@ class Submission:
     reused: bool
     explanation: dict[str, Any] | None = None
 
+    @classmethod
+    def without_reuse(cls, job: Job, *, explain: bool) -> Submission:
+        """A job created with no search for an earlier one."""
+        reason = {"reused": False, "reason": "find_or_create not requested"}
+        return cls(job, False, reason if explain else None)
+
 
 def reuse_record(
     *, job: Job, actor: Actor, attrs: dict[str, Any], filters: list[Any] | None

@@ -67,12 +67,7 @@ def job_submit_attrs(
 def submit_prepared(*, actor: Actor, job: Job, reuse: bool, explain: bool) -> Submission:
     """The second half of `job_submit`, for a job already through `prepare_new`."""
     if not reuse:
-        created = SERVICE.save_new(actor=actor, obj=job)
-        return Submission(
-            created,
-            False,
-            {"reused": False, "reason": "find_or_create not requested"} if explain else None,
-        )
+        return Submission.without_reuse(SERVICE.save_new(actor=actor, obj=job), explain=explain)
     user = actor.user
     key = job.reuse_key or ""
     if not explain:
