@@ -235,3 +235,52 @@ def test_log_tail_follow_parameters_never_5xx(client, active, params, accept, la
         assert f"job {job.uuid} Failed finished_at" in text
     else:
         assert response.json()["href"].endswith(job.uuid)
+
+
+job_attribute_values = (
+    json_values
+    | st.lists(st.text(max_size=8), max_size=4)  # argv-like
+    | st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3)  # string maps
+    | st.sampled_from(["d41d8cd98f00b204e9800998ecf8427e+0", "0" * 32 + "+1", "-rf", "--help"])
+)
+
+
+@FUZZ_SETTINGS
+@given(
+    job=st.dictionaries(
+        st.sampled_from(
+            [
+                "command",
+                "working_dir",
+                "environment",
+                "labels",
+                "meta",
+                "script",
+                "repository",
+                "script_version",
+                "script_parameters",
+                "runtime_constraints",
+                "nondeterministic",
+                "door",
+            ]
+        ),
+        job_attribute_values,
+        max_size=6,
+    ),
+    find_or_create=st.sampled_from([None, "true", "false", "maybe"]),
+)
+def test_job_bodies_never_5xx_and_bad_ones_create_nothing(client, active, job, find_or_create):
+    from jobs.models import Job
+
+    _, token = active
+    before = Job.objects.count()
+    params = f"?find_or_create={find_or_create}" if find_or_create else ""
+    response = client.post(
+        f"/arvados/v1/jobs{params}",
+        data=json.dumps({"job": job}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    check(response)
+    if response.status_code >= 400:
+        assert Job.objects.count() == before
