@@ -306,6 +306,9 @@ class Runner:
             if isinstance(limit, int | float) and limit > 0
             else None
         )
+        # What the run said while preparing is stored before the program starts, so that it
+        # is in the log even if the worker dies with the program.
+        self.log.flush()
         process = self.runtime.start(self._environment())
         reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
         reader.start()
