@@ -9,8 +9,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "api.settings")
 django_application = get_asgi_application()
 
 from api.keep import keep_asgi  # noqa: E402  (needs the settings loaded above)
+from api.websocket import Route, websocket_app  # noqa: E402
+
+# Each front door's WebSocket routes (api/websocket.py); all other paths are HTTP only.
+WEBSOCKET_ROUTES: list[Route] = []
 
 # Block uploads are taken before Django, which would first copy each body to a temporary file.
 # The admin's stylesheets and scripts (`/static/`) come from the installed apps, so the
 # operator pages work from `crunch serve` with no collectstatic and no other web server.
-application = keep_asgi(ASGIStaticFilesHandler(django_application))
+application = websocket_app(keep_asgi(ASGIStaticFilesHandler(django_application)), WEBSOCKET_ROUTES)
