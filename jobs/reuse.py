@@ -30,7 +30,7 @@ from typing import Any
 
 from django.db.models import Q
 
-from jobs import docker, git
+from jobs import docker, git, savings
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
 from jobs.locks import advisory_lock
@@ -40,6 +40,7 @@ from jobs.selection import (
     EXPLAIN_LIMIT,
     REUSED,
     Submission,
+    reusable,
     reuse_record,
     select,
     state_reason,
@@ -283,10 +284,12 @@ def identity_lock(*, repository: str, script: str, digest: str) -> Iterator[None
 def candidates_queryset(*, user: User, digest: str, filters: list[Any]) -> Any:
     """§3.5 as one query: readable, reusable state, digest, deterministic, the filters."""
     queryset = Job.objects.filter(script_parameters_digest=digest)
-    queryset = queryset.filter(
-        Q(state=JobState.COMPLETE)
-        | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
-    ).exclude(nondeterministic=True)
+    queryset = reusable(
+        queryset.filter(
+            Q(state=JobState.COMPLETE)
+            | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
+        )
+    )
     queryset = apply_filters(queryset, Job, filters=filters)
     return restrict_readable(queryset, [user])
 
@@ -433,7 +436,14 @@ def job_submit(
     if not explain and not log.isEnabledFor(logging.DEBUG):
         chosen, _ = select(search(), user=user)
         if chosen is not None:
-            reuse_record(job=chosen, actor=actor, attrs=attrs, filters=filters)
+            reuse_record(
+                job=chosen,
+                actor=actor,
+                attrs=attrs,
+                filters=filters,
+                door="arvados",
+                project_uuid=attrs.get("owner_uuid"),
+            )
             return Submission(chosen, True, None)
     with identity_lock(
         repository=str(attrs.get("repository")), script=str(attrs.get("script")), digest=digest
@@ -456,9 +466,17 @@ def job_submit(
                 json.dumps(explanation, default=str),
             )
         if chosen is not None:
-            reuse_record(job=chosen, actor=actor, attrs=attrs, filters=filters)
+            reuse_record(
+                job=chosen,
+                actor=actor,
+                attrs=attrs,
+                filters=filters,
+                door="arvados",
+                project_uuid=attrs.get("owner_uuid"),
+            )
             return Submission(chosen, True, explanation if explain else None)
         job = SERVICE.create(actor=actor, attrs=attrs)
+        savings.record_miss(job=job, user_uuid=user.uuid)
         if explanation is not None:
             explanation["created"] = job.uuid
         return Submission(job, False, explanation if explain else None)

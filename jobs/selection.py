@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from jobs import savings
 from jobs.models import Job, JobReuse, JobState, User
 from jobs.selectors import readable_pdhs
 from jobs.services.objects import Actor
@@ -133,8 +134,18 @@ def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
 EXPLAIN_LIMIT = 50
 
 
+def reusable(queryset: Any) -> Any:
+    """Jobs that may ever be handed back: not nondeterministic, output not invalidated."""
+    return queryset.exclude(nondeterministic=True).filter(invalidated_at__isnull=True)
+
+
 def state_reason(job: Job, user: User) -> str | None:
     """Why `job`'s state keeps it out of the candidates (§3.5 item 2), or None."""
+    if job.invalidated_at is not None:
+        return (
+            f"its output was marked bad by {job.invalidated_by_user_uuid} "
+            f"({job.invalidated_reason}): it is never reused"
+        )
     if job.state == JobState.COMPLETE:
         return None
     if job.state in (JobState.QUEUED, JobState.RUNNING):
@@ -164,12 +175,21 @@ class Submission:
 
 
 def reuse_record(
-    *, job: Job, actor: Actor, attrs: dict[str, Any], filters: list[Any] | None
+    *,
+    job: Job,
+    actor: Actor,
+    attrs: dict[str, Any],
+    filters: list[Any] | None,
+    door: str,
+    project_uuid: str | None,
 ) -> None:
-    """Write down that `job` was handed back for a submission: one INSERT, the only write
-    on the reuse path. Nothing about the job itself changes when it is reused, so this row
-    is the only trace of it (the operator's "reused" filter and the job's reuse events)."""
+    """Write down that `job` was handed back for a submission through `door` for
+    `project_uuid`, with the compute it saved: the only writes on the reuse path. Nothing
+    about the job itself changes when it is reused, so this row is the only trace of it (the
+    operator's "reused" filter, the job's reuse events, lineage and the reuse summary)."""
     supplied = attrs.get("script_version")
+    saved = savings.core_seconds(job)
+    project = project_uuid or actor.user.uuid
     JobReuse.objects.create(
         job_uuid=job.uuid,
         reused_by_user_uuid=actor.user.uuid,
@@ -177,4 +197,8 @@ def reuse_record(
         created_at=timezone.now(),
         supplied_script_version=supplied[:255] if isinstance(supplied, str) else None,
         filters=filters or None,
+        door=door,
+        project_uuid=project,
+        saved_core_seconds=saved,
     )
+    savings.tally(user_uuid=actor.user.uuid, project_uuid=project, door=door, hit=True, saved=saved)

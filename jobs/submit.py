@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db.models import Q
 
+from jobs import savings
 from jobs import spec as specs
 from jobs.locks import advisory_lock
 from jobs.models import Job, JobState
@@ -24,6 +25,7 @@ from jobs.selection import (
     EXPLAIN_LIMIT,
     REUSED,
     Submission,
+    reusable,
     reuse_record,
     select,
     state_reason,
@@ -35,13 +37,11 @@ from jobs.services.objects import Actor
 
 def reuse_candidates(*, user: Any, key: str) -> list[Job]:
     """Jobs with the identity `key` that `user` may reuse, in the order of spec §3.5."""
-    queryset = (
-        Job.objects.filter(reuse_key=key)
-        .filter(
+    queryset = reusable(
+        Job.objects.filter(reuse_key=key).filter(
             Q(state=JobState.COMPLETE)
             | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
         )
-        .exclude(nondeterministic=True)
     )
     return list(restrict_readable(queryset, [user]).order_by(*CANDIDATE_ORDER))
 
@@ -73,7 +73,7 @@ def submit_prepared(*, actor: Actor, job: Job, reuse: bool, explain: bool) -> Su
     if not explain:
         chosen, _ = select(reuse_candidates(user=user, key=key), user=user)
         if chosen is not None:
-            reuse_record(job=chosen, actor=actor, attrs=_record_attrs(job), filters=None)
+            _record_hit(chosen, actor=actor, submitted=job)
             return Submission(chosen, True, None)
     # Identical concurrent submissions get one job: the second searches once the first's
     # job is committed.
@@ -89,9 +89,10 @@ def submit_prepared(*, actor: Actor, job: Job, reuse: bool, explain: bool) -> Su
             else None
         )
         if chosen is not None:
-            reuse_record(job=chosen, actor=actor, attrs=_record_attrs(job), filters=None)
+            _record_hit(chosen, actor=actor, submitted=job)
             return Submission(chosen, True, explanation)
         created = SERVICE.save_new(actor=actor, obj=job)
+        savings.record_miss(job=created, user_uuid=user.uuid)
         if explanation is not None:
             explanation["created"] = created.uuid
         return Submission(created, False, explanation)
@@ -102,8 +103,15 @@ def _program(identity: dict[str, Any]) -> Any:
     return run["argv"][:1] if "argv" in run else run.get("script")
 
 
-def _record_attrs(job: Job) -> dict[str, Any]:
-    return {"script_version": job.script_version}
+def _record_hit(chosen: Job, *, actor: Actor, submitted: Job) -> None:
+    reuse_record(
+        job=chosen,
+        actor=actor,
+        attrs={"script_version": submitted.script_version},
+        filters=None,
+        door=submitted.door,
+        project_uuid=submitted.owner_uuid,
+    )
 
 
 def explain_identity(*, job: Job, user: Any, decisions: dict[str, str]) -> list[dict[str, Any]]:

@@ -12,13 +12,15 @@ of a readable collection with that hash, with the hash as its uuid.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.serializers import serialize
 from api.viewsets.base import ArvadosViewSet
+from api.viewsets.lineage import LINEAGE_METHODS, lineage_response
 from jobs import manifests
 from jobs.exceptions import NotFound
 from jobs.keep.blocks import manifest_sign
@@ -50,6 +52,7 @@ class CollectionViewSet(ArvadosViewSet):
     model = Collection
     resource = "collections"
     singular = "collection"
+    EXTRA_METHODS: ClassVar[dict[str, dict[str, Any]]] = LINEAGE_METHODS
 
     def caller(self) -> ApiClientAuthorization | None:
         return getattr(getattr(self, "actor", None), "auth", None)
@@ -76,3 +79,13 @@ class CollectionViewSet(ArvadosViewSet):
         if "manifest_text" in out:
             out["manifest_text"] = signed_manifest(obj, self.caller())
         return Response(out)
+
+    @action(detail=True, methods=["get"])
+    def provenance(self, request: Request, uuid: str) -> Response:
+        """What produced this collection (by uuid or portable data hash), upstream."""
+        return Response(lineage_response(self, uuid, downstream=False))
+
+    @action(detail=True, methods=["get"])
+    def used_by(self, request: Request, uuid: str) -> Response:
+        """Every job that read this collection, their outputs, and so on downstream."""
+        return Response(lineage_response(self, uuid, downstream=True))

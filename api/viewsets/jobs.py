@@ -18,6 +18,8 @@ from api.discovery import BOOLEAN, INTEGER, LIST_PARAMETERS, STRING, query_param
 from api.params import ListParams, parse_bool, parse_json_param, parse_list_params
 from api.serializers import etag_of, plain
 from api.viewsets.base import ArvadosViewSet
+from api.viewsets.lineage import LINEAGE_METHODS, lineage_response
+from jobs import provenance, savings
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
 from jobs.models import Execution, Job, JobState, Node
@@ -61,6 +63,19 @@ JOB_EXTRA_METHODS: dict[str, dict[str, Any]] = {
     },
     "lock": {},
     "executions": {"response": {"$ref": "ExecutionList"}},
+    **LINEAGE_METHODS,
+    "invalidate": {
+        "parameters": {"reason": query_parameter(STRING, "Why the output is bad (required).")},
+        "response": {"$ref": "Job"},
+    },
+    "reuse_summary": {
+        "parameters": {
+            "by": query_parameter(STRING, "Group by user, project, door, day, week or month."),
+            "since": query_parameter(STRING, "A duration back from now (7d, 24h, 2w) or a date."),
+            "until": query_parameter(STRING, "A date: count submissions before it."),
+        },
+        "response": {},
+    },
     "queue": {"parameters": LIST_PARAMETERS, "response": {"$ref": "JobList"}},
     "queue_size": {"response": {}},
     # Served by api/logstream.py (a streaming response, outside this viewset).
@@ -234,4 +249,39 @@ class JobViewSet(ArvadosViewSet):
                 "items": items,
                 "items_available": len(items),
             }
+        )
+
+    # --- lineage and what reuse saved ------------------------------------------------------
+
+    @action(detail=True, methods=["get"])
+    def provenance(self, request: Request, uuid: str) -> Response:
+        """What produced the job: its inputs, source tree, image, and the jobs upstream."""
+        return Response(lineage_response(self, uuid, downstream=False))
+
+    @action(detail=True, methods=["get"])
+    def used_by(self, request: Request, uuid: str) -> Response:
+        """What was built on the job's output: every job that read it, and theirs."""
+        return Response(lineage_response(self, uuid, downstream=True))
+
+    @action(detail=True, methods=["post"])
+    def invalidate(self, request: Request, uuid: str) -> Response:
+        """Mark the job's output as bad (admins): never reused again; answers the job and
+        what was built on its output (`used_by`)."""
+        job = provenance.invalidate(
+            user=self.actor.user, uuid=self.get_object(uuid).uuid, reason=self.params.get("reason")
+        )
+        body = self.render(job)
+        body["used_by"] = provenance.lineage(user=self.actor.user, ident=job.uuid, downstream=True)
+        return Response(body)
+
+    @action(detail=False, methods=["get"])
+    def reuse_summary(self, request: Request) -> Response:
+        """Reuse hits, misses (with the most common reason) and core-hours saved."""
+        return Response(
+            savings.summary(
+                user=self.actor.user,
+                by=self.params.get("by") or None,
+                since=savings.parse_since(self.params.get("since")),
+                until=savings.parse_since(self.params.get("until")),
+            )
         )

@@ -5,6 +5,7 @@ from jobs.models.jobs import Job, JobState
 from jobs.models.links import PERMISSION_LEVELS, Link
 from jobs.models.logs import LogChunk
 from jobs.models.nodes import Node
+from jobs.models.provenance import JobInput, ReuseTally
 from jobs.models.repositories import Repository
 from jobs.models.reuses import JobReuse
 from jobs.models.users import ApiClientAuthorization, Group, User
@@ -18,11 +19,13 @@ __all__ = [
     "ExecutionState",
     "Group",
     "Job",
+    "JobInput",
     "JobReuse",
     "JobState",
     "Link",
     "LogChunk",
     "Node",
     "Repository",
+    "ReuseTally",
     "User",
 ]

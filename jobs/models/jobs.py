@@ -87,6 +87,10 @@ class Job(ArvadosModel):
     reuse_key = models.CharField(max_length=64, null=True, blank=True, db_index=True)
     # The front door the job came through (arvados, bacalhau, nomad, ray): provenance.
     door = models.CharField(max_length=32, default="arvados")
+    # An output marked bad by an admin: never reused again (jobs/provenance.py invalidate).
+    invalidated_at = models.DateTimeField(null=True, blank=True)
+    invalidated_by_user_uuid = models.CharField(max_length=27, null=True, blank=True)
+    invalidated_reason = models.TextField(null=True, blank=True)
 
     API_FIELDS: ClassVar[tuple[str, ...]] = (
         "submit_id",
@@ -123,6 +127,9 @@ class Job(ArvadosModel):
         "labels",
         "meta",
         "door",
+        "invalidated_at",
+        "invalidated_by_user_uuid",
+        "invalidated_reason",
     )
     CLIENT_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -167,6 +174,9 @@ class Job(ArvadosModel):
             "node_uuids",
             "scheduling_status",
             "door",
+            "invalidated_at",
+            "invalidated_by_user_uuid",
+            "invalidated_reason",
         }
     )
     HASH_FIELDS: ClassVar[frozenset[str]] = frozenset(
@@ -195,6 +205,8 @@ class Job(ArvadosModel):
             ),
             # The queue: state, then run order.
             models.Index(fields=["state", "-priority", "created_at"], name="jobs_queue_order"),
+            # Provenance: which jobs produced a collection.
+            models.Index(fields=["output"], name="jobs_output"),
         ]
 
     @property

@@ -19,6 +19,12 @@ class JobReuse(models.Model):
     # used the legacy form, which derives them from the submitted job).
     supplied_script_version = models.CharField(max_length=255, null=True, blank=True)
     filters = models.JSONField(null=True, blank=True)
+    # The door the submission came through, the project it was for, and the compute the
+    # reuse avoided: the reused job's run time times the cores it asked for (0 while that
+    # job has not finished).
+    door = models.CharField(max_length=32, default="arvados")
+    project_uuid = models.CharField(max_length=27, blank=True, default="")
+    saved_core_seconds = models.FloatField(default=0.0)
 
     class Meta:
         db_table = "job_reuses"

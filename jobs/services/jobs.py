@@ -39,6 +39,7 @@ from jobs.exceptions import (
 from jobs.models import ExecutionState, Job, JobState, Link, User
 from jobs.models.jobs import ACTIVE_STATES, DESCRIPTION_MAX, STATES
 from jobs.placement import Requirements
+from jobs.provenance import record_inputs
 from jobs.selectors import object_by_uuid, readable_pdhs
 from jobs.services.executions import executions_end_running
 from jobs.services.objects import Actor, ResourceService
@@ -460,6 +461,8 @@ class JobService(ResourceService):
         ):
             _end_executions_cancelled(job_uuid=obj.uuid, actor=actor)
         notify(obj.uuid)  # followers show state and queue position
+        if creating:
+            record_inputs(obj)  # lineage: which collections it reads (jobs/provenance.py)
         if creating and obj.state == JobState.QUEUED:
             from jobs.services.runs import dispatch_on_commit
 
