@@ -260,7 +260,9 @@ def test_two_hundred_followers_while_the_api_stays_responsive(
 
     api_latency(5)  # warm up
     idle = api_latency(40)
-    job = stack.submit("drip", {"N": "400", "PAUSE": "0.01", "tag": "crowd"})
+    # Long enough (12 s) for 200 followers to connect and the latency to be sampled on a
+    # loaded machine, while the job still runs.
+    job = stack.submit("drip", {"N": "400", "PAUSE": "0.03", "tag": "crowd"})
     uuid = job["uuid"]
     complete: list[bool] = []
     errors: list[BaseException] = []
