@@ -186,12 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     from crunch.dockercli import add_parsers as add_docker_parsers
     from crunch.jobscli import add_parsers as add_jobs_parsers
     from crunch.keepcli import add_parsers as add_keep_parsers
+    from crunch.provenancecli import add_parsers as add_provenance_parsers
     from crunch.submitcli import add_parsers as add_submit_parsers
 
     add_submit_parsers(sub)
     add_jobs_parsers(sub)
     add_keep_parsers(sub)
     add_docker_parsers(sub)
+    add_provenance_parsers(sub)
     return parser
 
 

@@ -44,6 +44,9 @@ exit 3
 echo "first"
 printf 'no newline at the end'
 """,
+    "copy": """#!/bin/sh
+echo "copied $JOB_PARAMETER_INPUT" > "$CRUNCH_OUTPUT/out.txt"
+""",
 }
 
 ANSI = re.compile(r"\x1b\[")
@@ -504,3 +507,48 @@ def test_follow_gives_up_after_a_few_attempts(
     assert (code, out) == (1, "")
     assert err.count("reconnecting") == crunch.jobscli.RECONNECT_ATTEMPTS
     assert f"crunch logs: lost the log stream of {uuid}" in err
+
+
+# --- provenance and reuse ---------------------------------------------------------------------
+
+
+def test_provenance_of_a_result_as_a_tree_dot_and_json_and_what_reuse_saved(
+    cli: Cli, stack: Stack
+) -> None:
+    first = stack.wait(stack.submit("copy", {"input": "seed"})["uuid"])
+    second = stack.submit("copy", {"input": first["output"]}, find_or_create=True)
+    second = stack.wait(second["uuid"])
+    again = stack.submit("copy", {"input": first["output"]}, find_or_create=True)
+    assert again["uuid"] == second["uuid"]
+
+    code, out, err = cli("provenance", second["output"])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"collection {second['output']}")
+    assert lines[1].startswith(f"  output of: job {second['uuid']} Complete [arvados] copy ")
+    assert any(line.startswith("    reused by ") and "via arvados" in line for line in lines)
+    assert any(line.startswith(f"    input: collection {first['output']} ") for line in lines)
+    assert any(line.startswith(f"      output of: job {first['uuid']} Complete") for line in lines)
+    assert any(line.startswith("        ran: commit ") for line in lines)
+    assert not ANSI.search(out)  # piped: plain text
+
+    code, out, _ = cli("provenance", first["output"], "--downstream", "--json")
+    graph = json.loads(out)
+    assert graph["direction"] == "downstream"
+    assert {(e["from"], e["to"], e["kind"]) for e in graph["edges"] if e["kind"] == "input"} == {
+        (first["output"], second["uuid"], "input")
+    }
+    code, out, _ = cli("provenance", second["uuid"], "--dot", "--depth", "1")
+    assert out.startswith("digraph provenance {") and out.rstrip().endswith("}")
+    assert f'"{first["output"]}" -> "{second["uuid"]}" [label="input"];' in out
+    assert f'"{first["uuid"]}" [' not in out  # depth 1: the job itself, not the one before
+
+    code, out, err = cli("reuse", "--since", "7d", "--by", "door")
+    assert code == 0, err
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert int(fields["hits"]) >= 1 and int(fields["misses"]) >= 1
+    rows = [line.split() for line in out.splitlines() if line.startswith("arvados")]
+    assert len(rows) == 1 and int(rows[0][1]) >= 1
+
+    code, out, err = cli("provenance", "0" * 32 + "+0")
+    assert code == 1 and "not found" in err.lower(), err
