@@ -41,7 +41,7 @@ def describe(node: dict[str, Any], out: Output) -> str:
         label = "working dir" if kind == "working_dir" else "collection"
         name = f" {node['name']}" if node.get("name") else ""
         unread = "" if node.get("readable") else " (not readable by you)"
-        return f"{label} {node['portable_data_hash']}{name}{unread}"
+        return f"{label} {node['id']}{name}{unread}"
     if kind == "commit":
         return f"commit {node['repository']}@{node['commit']}"
     if kind == "image":

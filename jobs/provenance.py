@@ -1,6 +1,7 @@
 """Lineage: what produced a result, and what was built on it, for jobs from every door.
 
-A graph of nodes (collections, jobs, commits, images, uploaded working directories and reuse
+A graph of nodes, each with an `id` (a job's uuid, a collection's portable data hash) and a
+`kind` (collections, jobs, commits, images, uploaded working directories and reuse
 events) and edges:
 
 - `input`: a collection a job read (a parameter naming it, recorded in `JobInput` when the
@@ -59,12 +60,9 @@ JOB_FIELDS = (
     "docker_image_locator",
     "output",
     "log",
-    "created_at",
-    "started_at",
     "finished_at",
     "invalidated_at",
     "invalidated_reason",
-    "runtime_constraints",
 )
 
 
@@ -129,13 +127,18 @@ class Graph:
             if uuid not in self.hidden:
                 self.hidden[uuid] = f"hidden:{len(self.hidden) + 1}"
             return self.node(self.hidden[uuid], kind="job", readable=False)
-        attrs = {k: _plain(row[k]) for k in JOB_FIELDS if k != "runtime_constraints"}
+        # Attributes without a value are left out (a command job has no script, ...).
+        attrs = {k: v for k, v in row.items() if v is not None and k != "uuid"}
+        if "finished_at" in attrs:
+            attrs["finished_at"] = _plain(attrs["finished_at"])
+        if "invalidated_at" in attrs:
+            attrs["invalidated_at"] = _plain(attrs["invalidated_at"])
         attrs["readable"] = True
         attrs["invalidated"] = row["invalidated_at"] is not None
         return self.node(row["uuid"], kind="job", **attrs)
 
     def collection(self, pdh: str) -> str:
-        return self.node(pdh, kind="collection", portable_data_hash=pdh)
+        return self.node(pdh, kind="collection")
 
     def sources(self, row: dict[str, Any]) -> None:
         """The tree and image a readable job ran."""
@@ -146,7 +149,7 @@ class Graph:
             )
             self.edge(commit, row["uuid"], "ran")
         if row["working_dir"]:
-            self.node(row["working_dir"], kind="working_dir", portable_data_hash=row["working_dir"])
+            self.node(row["working_dir"], kind="working_dir")
             self.edge(row["working_dir"], row["uuid"], "ran")
         if row["docker_image_locator"]:
             image = f"image:{row['docker_image_locator']}"
@@ -163,7 +166,7 @@ class Graph:
         if not uuids:
             return
         shown: dict[str, int] = {}
-        for reuse in JobReuse.objects.filter(job_uuid__in=uuids).order_by("-created_at", "-id"):
+        for reuse in JobReuse.objects.filter(job_uuid__any=uuids).order_by("-created_at", "-id"):
             if shown.get(reuse.job_uuid, 0) >= REUSES_PER_JOB:
                 continue
             shown[reuse.job_uuid] = shown.get(reuse.job_uuid, 0) + 1
@@ -178,25 +181,24 @@ class Graph:
             self.edge(reuse.job_uuid, node, "reused_by")
 
     def finish(self, *, root: str, depth: int, direction: str) -> dict[str, Any]:
-        pdhs = {
-            n["portable_data_hash"]
-            for n in self.nodes.values()
-            if n["kind"] in ("collection", "working_dir")
-        }
-        readable = readable_pdhs(self.user, pdhs)
+        pdhs = {n["id"] for n in self.nodes.values() if n["kind"] in ("collection", "working_dir")}
+        # Readable (§6.1: at least one readable, untrashed collection with the hash) and
+        # the name of one of them, in one query.
+        readable: set[str] = set()
         names: dict[str, str] = {}
-        if readable:
+        if pdhs:
             for pdh, name in permissions.readable(
-                Collection.objects.filter(portable_data_hash__in=readable, is_trashed=False),
+                Collection.objects.filter(portable_data_hash__any=pdhs, is_trashed=False),
                 self.user,
             ).values_list("portable_data_hash", "name"):
+                readable.add(pdh)
                 if name and pdh not in names:
                     names[pdh] = name
         for n in self.nodes.values():
             if n["kind"] in ("collection", "working_dir"):
-                n["readable"] = n["portable_data_hash"] in readable
-                if n["portable_data_hash"] in names:
-                    n["name"] = names[n["portable_data_hash"]]
+                n["readable"] = n["id"] in readable
+                if n["id"] in names:
+                    n["name"] = names[n["id"]]
         return {
             "kind": "arvados#provenance",
             "root": root,
@@ -225,7 +227,7 @@ def _readable_uuids(user: User, uuids: Iterable[str]) -> set[str]:
     if user.is_admin:
         return set(wanted)
     return set(
-        restrict_readable(Job.objects.filter(uuid__in=wanted), [user]).values_list(
+        restrict_readable(Job.objects.filter(uuid__any=wanted), [user]).values_list(
             "uuid", flat=True
         )
     )
@@ -297,7 +299,7 @@ def lineage(
 def _inputs_into(graph: Graph, uuids: list[str]) -> set[str]:
     """Edges from the collections these (readable) jobs read; returns their PDHs."""
     found = set()
-    for pdh, job_uuid, kind in JobInput.objects.filter(job_uuid__in=uuids).values_list(
+    for pdh, job_uuid, kind in JobInput.objects.filter(job_uuid__any=uuids).values_list(
         "portable_data_hash", "job_uuid", "kind"
     ):
         if kind == "working_dir":
@@ -314,7 +316,7 @@ def _walk_up(graph: Graph, frontier: set[str], depth: int) -> None:
         seen |= frontier
         if not frontier or graph.truncated:
             return
-        producers = _jobs(Job.objects.filter(output__in=frontier).order_by("created_at", "id"))
+        producers = _jobs(Job.objects.filter(output__any=frontier).order_by("created_at", "id"))
         readable = _readable_uuids(graph.user, (r["uuid"] for r in producers))
         walk_on = []
         for row in producers:
@@ -336,11 +338,11 @@ def _walk_down(graph: Graph, frontier: set[str], depth: int) -> None:
         if not frontier or graph.truncated:
             return
         reads = list(
-            JobInput.objects.filter(portable_data_hash__in=frontier).values_list(
+            JobInput.objects.filter(portable_data_hash__any=frontier).values_list(
                 "portable_data_hash", "job_uuid"
             )
         )
-        consumers = _jobs(Job.objects.filter(uuid__in={u for _, u in reads}))
+        consumers = _jobs(Job.objects.filter(uuid__any={u for _, u in reads}))
         readable = _readable_uuids(graph.user, (r["uuid"] for r in consumers))
         by_uuid = {row["uuid"]: row for row in consumers}
         for pdh, job_uuid in reads:
