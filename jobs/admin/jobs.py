@@ -30,6 +30,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from jobs import manifests
+from jobs.admin.lineage import admin_lineage
 from jobs.admin.pages import (
     FILES_SHOWN,
     LOG_POLL_SECONDS,
@@ -395,6 +396,7 @@ class JobAdmin(admin.ModelAdmin):
             extra["log_tail_lines"] = LOG_TAIL_LINES
             extra["log_poll_ms"] = LOG_POLL_SECONDS * 1000
             extra["log_poll_seconds"] = LOG_POLL_SECONDS
+            extra["lineage"] = admin_lineage(request.user, job.uuid)
         return super().change_view(request, object_id, form_url, extra)
 
     def save_model(

@@ -3,8 +3,13 @@ collections, repositories and nodes (with their liveness and labels)."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
+from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.http import HttpRequest, HttpResponse
+
+from jobs.admin.lineage import admin_lineage
 from jobs.models import (
     ApiClientAuthorization,
     Collection,
@@ -90,6 +95,19 @@ class CollectionAdmin(admin.ModelAdmin):
         "file_count",
         "file_size_total",
     )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra = dict(extra_context or {})
+        collection = self.get_object(request, unquote(object_id))
+        if collection is not None:
+            extra["lineage"] = admin_lineage(request.user, collection.portable_data_hash)
+        return super().change_view(request, object_id, form_url, extra)
 
 
 @admin.register(Repository)

@@ -5,7 +5,7 @@ login form as a staff user.
 Without Chromium the tests are skipped, saying why; with CRUNCH_REQUIRE_SERVICES=1 (CI) they
 fail instead. Screenshots go to the test's temporary directory, or to CRUNCH_SCREENSHOT_DIR
 when set: `CRUNCH_SCREENSHOT_DIR=docs .venv/bin/pytest tests/api/test_admin_browser.py`
-refreshes docs/admin-queue.png and docs/admin-job.png.
+refreshes docs/admin-queue.png, docs/admin-job.png and docs/admin-lineage.png.
 """
 
 from __future__ import annotations
@@ -396,3 +396,52 @@ def test_job_page_follows_the_log_until_the_job_ends(
         state="Complete", running=False, success=True, finished_at=timezone.now()
     )
     site.until(lambda: "log is complete" in site.css("#job-log-status").text, "the end of polling")
+
+
+def test_job_page_draws_its_lineage_and_links_through_it(
+    site: Site, make_user: Any, shots: Path
+) -> None:
+    from jobs.provenance import record_inputs
+
+    alice, _ = make_user("alice")
+    raw = make_collection(alice, {"reads.fastq": b"ACGT" * 500}, name="NA12878 reads")
+    steps = [("align", "bwa mem"), ("sort", "samtools sort"), ("call", "gatk HaplotypeCaller")]
+    previous = raw.portable_data_hash
+    made = []
+    for number, (name, tool) in enumerate(steps):
+        output = make_collection(alice, {f"{name}.out": name.encode() * 300}, name=f"{name} output")
+        log = make_collection(alice, {"job.log": f"log of {name}".encode()}, name=f"log of {name}")
+        job = make_job(
+            alice,
+            state="Complete",
+            age=dt.timedelta(hours=3 - number),
+            command=tool.split(),
+            parameters={"input": previous},
+            output=output.portable_data_hash,
+            log=log.portable_data_hash,
+            started_at=timezone.now() - dt.timedelta(hours=3 - number),
+            finished_at=timezone.now() - dt.timedelta(hours=2 - number),
+            door=("arvados", "ray", "nomad")[number],
+        )
+        record_inputs(job)
+        made.append(job)
+        previous = output.portable_data_hash
+    JobReuse.objects.create(
+        job_uuid=made[1].uuid,
+        reused_by_user_uuid=alice.uuid,
+        created_at=timezone.now(),
+        door="bacalhau",
+        saved_core_seconds=3600.0,
+    )
+    site.open(reverse("admin:jobs_job_change", args=[made[2].pk]), height=1100)
+    upstream = site.css("#lineage-upstream svg")
+    drawn = [g.get_attribute("data-id") for g in upstream.find_elements("css selector", "g.node")]
+    assert set(drawn) >= {made[0].uuid, made[1].uuid, made[2].uuid, raw.portable_data_hash}
+    site.driver.execute_script(
+        "document.getElementById('crunch-lineage').scrollIntoView({block: 'start'})"
+    )
+    site.screenshot(shots / "admin-lineage.png")
+    # A box is a link to that job's page.
+    box = upstream.find_element("css selector", f"g.node[data-id='{made[0].uuid}']")
+    box.find_element("xpath", "..").click()
+    site.until(lambda: made[0].uuid in site.driver.title, "the first job's page")

@@ -5,6 +5,7 @@ output of a job only the admin can read."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -204,3 +205,47 @@ def test_the_reuse_summary_adds_up_the_rows(w, chain):
     assert_error(
         status, body, 422, "by must be one of user, project, door, day, week, month, not 'colour'"
     )
+
+
+# --- the admin: drawn lineage and the reuse panel ---------------------------------------
+
+
+def test_the_admin_job_and_collection_pages_draw_the_lineage(w, chain, client):
+    from django.urls import reverse
+
+    from jobs.models import Collection
+
+    c, u = chain, lambda k: chain[k]["uuid"]
+    client.force_login(w.admin_user)
+    job = Job.objects.get(uuid=u("B"))
+    page = client.get(reverse("admin:jobs_job_change", args=[job.pk])).content.decode()
+    assert (
+        page.count('<svg xmlns="http://www.w3.org/2000/svg" class="crunch-lineage"') == 2
+        and 'id="lineage-upstream"' in page
+    )
+    drawn = set(re.findall(r'data-id="([^"]+)"', page))
+    assert {u("A"), u("B"), u("C"), c["OA"], c["OB"], c["R"]} <= drawn
+    first = Job.objects.get(uuid=u("A"))
+    assert f'href="{reverse("admin:jobs_job_change", args=[first.pk])}"' in page
+    collection = Collection.objects.filter(portable_data_hash=c["OC"]).first()
+    page = client.get(
+        reverse("admin:jobs_collection_change", args=[collection.pk])
+    ).content.decode()
+    assert 'id="crunch-lineage"' in page and f'data-id="{u("C")}"' in page
+    # Text from users is escaped inside the drawing.
+    Job.objects.filter(uuid=u("C")).update(command=["<script>alert(1)</script>"])
+    page = client.get(
+        reverse("admin:jobs_collection_change", args=[collection.pk])
+    ).content.decode()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
+
+
+def test_the_admin_home_shows_what_reuse_saved(w, chain, client):
+    from django.urls import reverse
+
+    client.force_login(w.admin_user)
+    page = client.get(reverse("admin:index")).content.decode()
+    assert 'id="crunch-reuse-module"' in page
+    row = re.search(r'<tr class="reuse-door"><td>arvados</td><td>(\d+)</td><td>(\d+)</td>', page)
+    assert row and (int(row.group(1)), int(row.group(2))) == (1, 4)
+    assert "8.00" in page  # core-hours saved by the reuse of B (2 h on 4 cores)
