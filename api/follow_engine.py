@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import connections
 
 from jobs import follow
+from jobs.metrics import LOG_FOLLOWERS
 from jobs.models import JobState
 from jobs.wakeups import channel
 
@@ -357,10 +358,12 @@ async def follow_log(uuid: str, start: Start, fmt: Format, *, follow: bool) -> A
         return
     hub = Hub.current()
     feed = hub.attach(uuid)
+    LOG_FOLLOWERS.inc()
     try:
         async for part in _live(feed, fmt, cursor, status):
             yield part
     finally:
+        LOG_FOLLOWERS.dec()
         hub.detach(feed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import tempfile
@@ -46,6 +47,14 @@ CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_JOBS = env_str("CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_
 # Reuse the oldest readable completed job even when completed candidates' outputs differ
 # (spec §3.7).
 CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER = env_bool("CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER", False)
+# `GET /metrics` (Prometheus) without a token; otherwise an admin token is needed.
+CRUNCH_METRICS_PUBLIC = env_bool("CRUNCH_METRICS_PUBLIC", False)
+# Every process (API servers, workers) records its metrics in files here, which a scrape adds
+# up (prometheus_client's multiprocess mode). Set before prometheus_client is first imported.
+PROMETHEUS_MULTIPROC_DIR = Path(
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(CRUNCH_DATA_DIR / "metrics"))
+)
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 
 # The content store (README, "Storing data"): blocks in CRUNCH_DATA_DIR/keep, or in an
 # S3-compatible bucket shared by several machines (credentials: the usual AWS_* variables).

@@ -12,6 +12,7 @@ from api.discovery import discovery_view
 from api.git_http import GIT_HTTP_ROUTE, git_http
 from api.keep import KEEP_BLOCK_ROUTE, keep_block
 from api.logstream import LOG_TAIL_FOLLOW_ROUTE, log_tail_follow
+from api.metrics import METRICS_ROUTE, metrics_view
 from api.viewsets.resources import RESOURCE_VIEWSETS
 
 UUID = r"(?P<uuid>[^/]+)"
@@ -70,6 +71,7 @@ urlpatterns: list[Any] = [
     re_path(GIT_HTTP_ROUTE, git_http, name="git-http"),
     re_path(KEEP_BLOCK_ROUTE, keep_block, name="keep-block"),
     re_path(COLLECTION_FILES_ROUTE, collection_files, name="collection-files"),
+    re_path(METRICS_ROUTE, metrics_view, name="metrics"),
     # A streaming (asynchronous) response, outside the DRF viewset; described with its
     # methods in the discovery document (api/viewsets/jobs.py).
     re_path(LOG_TAIL_FOLLOW_ROUTE, log_tail_follow, name="jobs-log_tail_follow"),

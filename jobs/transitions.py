@@ -57,6 +57,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.exceptions import InvalidTransition
+from jobs.metrics import observe_transition
 from jobs.models.jobs import FINAL_STATES, Job, JobState
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -137,7 +138,9 @@ def job_transition(
     updated = Job.objects.filter(uuid=job_uuid, state__in=states, **(guard or {})).update(**values)
     if updated != 1:
         return None
-    return Job.objects.get(uuid=job_uuid)
+    job = Job.objects.get(uuid=job_uuid)
+    observe_transition(job, to)
+    return job
 
 
 def job_settle(

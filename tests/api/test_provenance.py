@@ -249,3 +249,12 @@ def test_the_admin_home_shows_what_reuse_saved(w, chain, client):
     row = re.search(r'<tr class="reuse-door"><td>arvados</td><td>(\d+)</td><td>(\d+)</td>', page)
     assert row and (int(row.group(1)), int(row.group(2))) == (1, 4)
     assert "8.00" in page  # core-hours saved by the reuse of B (2 h on 4 cores)
+
+
+def test_metrics_are_public_only_when_configured(client, settings, active):
+    _, token = active
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 403
+    settings.CRUNCH_METRICS_PUBLIC = True
+    answer = client.get("/metrics")
+    assert answer.status_code == 200 and b"# TYPE crunch_jobs gauge" in answer.content

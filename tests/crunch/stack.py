@@ -200,7 +200,8 @@ def running_stack(
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("ARVADOS_")
+        if k not in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")
+        and not k.startswith("ARVADOS_")
     }
     drop = None
     if kind == "services":

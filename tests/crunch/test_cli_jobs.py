@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from crunch.cli import main
-from tests.crunch.stack import ROOT, Stack, running_stack
+from tests.crunch.stack import ROOT, Stack, manage, running_stack
 
 SCRIPTS = {
     "count": """#!/bin/sh
@@ -552,3 +553,28 @@ def test_provenance_of_a_result_as_a_tree_dot_and_json_and_what_reuse_saved(
 
     code, out, err = cli("provenance", "0" * 32 + "+0")
     assert code == 1 and "not found" in err.lower(), err
+
+
+def test_metrics_gather_what_the_server_and_the_worker_recorded(stack: Stack) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    job = stack.wait(stack.submit("count", {"N": "1"})["uuid"])
+    assert job["state"] == "Complete"
+    admin = manage(stack.env, "create_api_token", "root", "--admin")
+    url = f"{stack.url}/metrics"
+    assert requests.get(url, timeout=30).status_code == 401
+    refused = requests.get(url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30)
+    assert refused.status_code == 403, refused.text
+    answer = requests.get(url, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+    }
+    # Recorded by the worker process (the job's start and end), read by the server's scrape.
+    runs = samples[("crunch_job_run_seconds_count", (("door", "arvados"), ("state", "Complete")))]
+    waits = samples[("crunch_job_queue_wait_seconds_count", (("door", "arvados"),))]
+    assert runs >= 1 and waits >= 1
+    assert samples[("crunch_jobs", (("door", "arvados"), ("state", "Complete")))] >= 1
+    assert samples[("crunch_nodes_live", ())] >= 1
