@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from jobs import permissions
@@ -47,6 +48,8 @@ REUSES_PER_JOB = 20  # the most recent reuse events shown for each job
 _PDH_IN_VALUE = re.compile(r"^([0-9a-f]{32}\+[0-9]+)(?:\+[A-Za-z][^/]*)?(?:/.*)?\Z", re.S)
 _PDH = re.compile(r"^[0-9a-f]{32}\+[0-9]+\Z")
 
+# Shown as edges (and the node's id), not repeated in a job node's attributes.
+_EDGE_FIELDS = frozenset({"uuid", "output", "log", "docker_image_locator", "working_dir"})
 JOB_FIELDS = (
     "uuid",
     "owner_uuid",
@@ -128,7 +131,7 @@ class Graph:
                 self.hidden[uuid] = f"hidden:{len(self.hidden) + 1}"
             return self.node(self.hidden[uuid], kind="job", readable=False)
         # Attributes without a value are left out (a command job has no script, ...).
-        attrs = {k: v for k, v in row.items() if v is not None and k != "uuid"}
+        attrs = {k: v for k, v in row.items() if v is not None and k not in _EDGE_FIELDS}
         if "finished_at" in attrs:
             attrs["finished_at"] = _plain(attrs["finished_at"])
         if "invalidated_at" in attrs:
@@ -216,8 +219,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _jobs(queryset: Any) -> list[dict[str, Any]]:
-    return list(queryset.values(*JOB_FIELDS))
+def _jobs(queryset: Any, user: User | None = None) -> list[dict[str, Any]]:
+    """The jobs' attributes; with `user`, each row's `readable` says whether `user` may read
+    it (computed in the same query)."""
+    if user is None:
+        return list(queryset.values(*JOB_FIELDS))
+    condition = permissions.readable_q(Job, user)
+    readable = (
+        Value(True)
+        if condition is None
+        else Case(When(condition, then=Value(True)), default=Value(False))
+    )
+    return list(queryset.annotate(readable=readable).values(*JOB_FIELDS, "readable"))
 
 
 def _readable_uuids(user: User, uuids: Iterable[str]) -> set[str]:
@@ -316,8 +329,10 @@ def _walk_up(graph: Graph, frontier: set[str], depth: int) -> None:
         seen |= frontier
         if not frontier or graph.truncated:
             return
-        producers = _jobs(Job.objects.filter(output__any=frontier).order_by("created_at", "id"))
-        readable = _readable_uuids(graph.user, (r["uuid"] for r in producers))
+        producers = _jobs(
+            Job.objects.filter(output__any=frontier).order_by("created_at", "id"), graph.user
+        )
+        readable = {r["uuid"] for r in producers if r.pop("readable")}
         walk_on = []
         for row in producers:
             node = graph.job(row, row["uuid"] in readable)
@@ -342,8 +357,8 @@ def _walk_down(graph: Graph, frontier: set[str], depth: int) -> None:
                 "portable_data_hash", "job_uuid"
             )
         )
-        consumers = _jobs(Job.objects.filter(uuid__any={u for _, u in reads}))
-        readable = _readable_uuids(graph.user, (r["uuid"] for r in consumers))
+        consumers = _jobs(Job.objects.filter(uuid__any={u for _, u in reads}), graph.user)
+        readable = {r["uuid"] for r in consumers if r.pop("readable")}
         by_uuid = {row["uuid"]: row for row in consumers}
         for pdh, job_uuid in reads:
             row = by_uuid.get(job_uuid)
