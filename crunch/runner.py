@@ -44,6 +44,7 @@ from typing import Any
 
 from django.conf import settings
 
+from crunch import pyenv
 from crunch.client import ApiClient, ClientConfig, ClientError
 from crunch.keepcli import CommandError, get_target, put_paths
 from crunch.runlog import LogWriter, store_log
@@ -127,6 +128,7 @@ class Runner:
         self.execution: Execution | None = None  # the attempt under way
         self.exit_code: int | None = None  # the last attempt's
         self.stopped: tuple[str, str] | None = None  # how and why the last attempt was stopped
+        self.pyenv: Path | None = None  # the run's Python environment (crunch/pyenv.py)
 
     def run(self) -> Job:
         success = False
@@ -211,6 +213,13 @@ class Runner:
                     os.chmod(os.path.join(root, name), 0o555)
             os.chmod(destination, 0o555)
         self.runtime.prepare()
+        if self.job.python_requirements:
+            if self.job.docker_image_locator:
+                raise RunFailed("python_requirements are installed for local runs only")
+            self.pyenv, resolved = pyenv.ensure(
+                work_root() / "pyenvs", list(self.job.python_requirements), self.log
+            )
+            runs.job_record_packages(job_uuid=self.job.uuid, packages=resolved)
 
     def _checkout(self) -> None:
         checkout(job=self.job, token=self.token, dest=self.src, cache_root=work_root() / "repos")
@@ -246,7 +255,17 @@ class Runner:
                 "TASK_KEEPMOUNT": paths.keep,
                 "CRUNCH_OUTPUT": paths.output,
             }
+            | self._pyenv_variables()
         )
+
+    def _pyenv_variables(self) -> dict[str, str]:
+        """The job's Python environment first on PATH (crunch/pyenv.py), if it has one."""
+        if self.pyenv is None:
+            return {}
+        return {
+            "VIRTUAL_ENV": str(self.pyenv),
+            "PATH": f"{self.pyenv}/bin{os.pathsep}{os.environ.get('PATH', '')}",
+        }
 
     def _attempt_start(self) -> None:
         """A new execution, whose log begins with the next chunk."""

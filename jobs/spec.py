@@ -68,6 +68,7 @@ def canonical_identity(
     sdk_version: str | None,
     environment: Mapping[str, str] | None,
     parameters: Any,
+    python_requirements: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Everything that decides a job's result, resolved (a commit, an image PDH)."""
     if working_dir:
@@ -86,6 +87,8 @@ def canonical_identity(
     }
     if sdk_version:
         identity["sdk_version"] = sdk_version
+    if python_requirements:
+        identity["python_requirements"] = list(python_requirements)
     return identity
 
 
@@ -105,6 +108,7 @@ def identity_of(job: Any) -> dict[str, Any]:
         sdk_version=job.arvados_sdk_version,
         environment=job.environment,
         parameters=job.script_parameters,
+        python_requirements=job.python_requirements,
     )
 
 
@@ -163,6 +167,11 @@ class JobSpec:
     priority: int | None = None
     owner_uuid: str | None = None
     description: str | None = None
+    # Python packages (pip requirement lines) installed for the run, in a virtualenv the
+    # worker builds once per distinct list (crunch/pyenv.py); part of the identity.
+    python_requirements: tuple[str, ...] | None = None
+    # A client-chosen id, unique among all jobs (refused when taken).
+    submit_id: str | None = None
     # The front door that submitted it (recorded on the job, not part of its identity).
     door: str = "arvados"
 
@@ -187,6 +196,10 @@ class JobSpec:
             "nondeterministic": True if self.nondeterministic else None,
             "priority": self.priority,
             "owner_uuid": self.owner_uuid,
+            "python_requirements": (
+                list(self.python_requirements) if self.python_requirements else None
+            ),
+            "submit_id": self.submit_id,
             "description": self.description,
         }
         attrs.update({k: v for k, v in optional.items() if v is not None})
@@ -205,6 +218,7 @@ class JobSpec:
             sdk_version=None,
             environment=self.environment,
             parameters=self.parameters,
+            python_requirements=self.python_requirements,
         )
 
     def reuse_key(self) -> str:
@@ -246,3 +260,32 @@ def command_problems(command: Any) -> list[str]:
     if sum(len(a.encode()) for a in command) > COMMAND_MAX_BYTES:
         return [f"command is longer than {COMMAND_MAX_BYTES} bytes"]
     return []
+
+
+REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\], <>=!~;:'\"@/+*()]*\Z")
+REQUIREMENTS_MAX = 200
+
+
+def python_requirements_problems(value: Any) -> list[str]:
+    """Why `value` is not a list of pip requirement lines (a name with an optional version
+    specifier, extras, a marker, or `name @ URL`; never a pip option)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        return ["python_requirements must be an array of strings"]
+    if len(value) > REQUIREMENTS_MAX:
+        return [f"python_requirements has more than {REQUIREMENTS_MAX} entries"]
+    problems = []
+    for line in value:
+        if not REQUIREMENT_RE.match(line) or len(line) > 500:
+            problems.append(
+                f"python_requirements entry {json.dumps(line)} is not a requirement "
+                "(a package name, optionally with a version, extras or a marker)"
+            )
+    return problems
+
+
+def normalise_requirements(value: list[str] | tuple[str, ...]) -> list[str]:
+    """One spelling per requirement list: whitespace dropped, duplicates removed, sorted
+    (pip installs a set, so the order never mattered)."""
+    return sorted({" ".join(line.split()) for line in value})

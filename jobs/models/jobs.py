@@ -87,6 +87,10 @@ class Job(ArvadosModel):
     reuse_key = models.CharField(max_length=64, null=True, blank=True, db_index=True)
     # The front door the job came through (arvados, bacalhau, nomad, ray): provenance.
     door = models.CharField(max_length=32, default="arvados")
+    # pip requirement lines installed for the run (normalised), and what the worker's
+    # virtualenv resolved them to ({name: version}).
+    python_requirements = models.JSONField(null=True, blank=True)
+    resolved_packages = models.JSONField(null=True, blank=True)
     # An output marked bad by an admin: never reused again (jobs/provenance.py invalidate).
     invalidated_at = models.DateTimeField(null=True, blank=True)
     invalidated_by_user_uuid = models.CharField(max_length=27, null=True, blank=True)
@@ -130,6 +134,8 @@ class Job(ArvadosModel):
         "invalidated_at",
         "invalidated_by_user_uuid",
         "invalidated_reason",
+        "python_requirements",
+        "resolved_packages",
     )
     CLIENT_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -163,6 +169,7 @@ class Job(ArvadosModel):
             "environment",
             "labels",
             "meta",
+            "python_requirements",
         }
     )
     # Server-only attributes are dropped without an error (spec §2.13); computed ones too.
@@ -177,6 +184,7 @@ class Job(ArvadosModel):
             "invalidated_at",
             "invalidated_by_user_uuid",
             "invalidated_reason",
+            "resolved_packages",
         }
     )
     HASH_FIELDS: ClassVar[frozenset[str]] = frozenset(
@@ -191,7 +199,7 @@ class Job(ArvadosModel):
         }
     )
     # JSON attributes that hold an array of strings (null when absent).
-    ARRAY_FIELDS: ClassVar[frozenset[str]] = frozenset({"command"})
+    ARRAY_FIELDS: ClassVar[frozenset[str]] = frozenset({"command", "python_requirements"})
     # Hidden from clients and from filters (spec §1.5, §1.8).
     FILTER_EXCLUDE: ClassVar[tuple[str, ...]] = ("script_parameters_digest", "reuse_key")
 

@@ -50,7 +50,7 @@ from jobs.wakeups import notify
 
 REQUIRED_ATTRIBUTES = ("repository", "script", "script_version", "script_parameters")
 # Attributes a command job is described by; a script job has none of them but labels/meta.
-COMMAND_ATTRIBUTES = ("command", "working_dir", "environment")
+COMMAND_ATTRIBUTES = ("command", "working_dir", "environment", "python_requirements")
 # §2.13: values of these that look like Keep locators keep only hash and size.
 NORMALISED_ATTRIBUTES = (
     "output",
@@ -289,8 +289,12 @@ class JobService(ResourceService):
         errors.extend(spec.string_map_problems("environment", job.environment, env_names=True))
         errors.extend(spec.string_map_problems("labels", job.labels))
         errors.extend(spec.string_map_problems("meta", job.meta))
+        problems = spec.python_requirements_problems(job.python_requirements)
+        errors.extend(problems)
+        if job.python_requirements is not None and not problems:
+            job.python_requirements = spec.normalise_requirements(job.python_requirements) or None
         if job.command is None:
-            for name in ("working_dir", "environment"):
+            for name in ("working_dir", "environment", "python_requirements"):
                 if getattr(job, name) not in (None, {}):
                     errors.append(f"{name} applies to command jobs: give a command")
             return

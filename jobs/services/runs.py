@@ -251,6 +251,11 @@ def job_log_note(*, job_uuid: str, message: str) -> None:
             continue  # a runner wrote a chunk meanwhile: take the next number
 
 
+def job_record_packages(*, job_uuid: str, packages: dict[str, str]) -> None:
+    """Record what the job's Python requirements resolved to on its worker."""
+    Job.objects.filter(uuid=job_uuid).update(resolved_packages=packages, modified_at=timezone.now())
+
+
 def job_set_log(*, job_uuid: str, log_pdh: str) -> None:
     """Record the log collection of a job that has ended."""
     Job.objects.filter(uuid=job_uuid).update(log=log_pdh, modified_at=timezone.now())
