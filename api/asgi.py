@@ -9,10 +9,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "api.settings")
 django_application = get_asgi_application()
 
 from api.keep import keep_asgi  # noqa: E402  (needs the settings loaded above)
+from api.ray.tail import ROUTES as RAY_ROUTES  # noqa: E402
 from api.websocket import Route, websocket_app  # noqa: E402
 
 # Each front door's WebSocket routes (api/websocket.py); all other paths are HTTP only.
-WEBSOCKET_ROUTES: list[Route] = []
+WEBSOCKET_ROUTES: list[Route] = [*RAY_ROUTES]
 
 # Block uploads are taken before Django, which would first copy each body to a temporary file.
 # The admin's stylesheets and scripts (`/static/`) come from the installed apps, so the

@@ -102,3 +102,22 @@ def env_labels(name: str) -> dict[str, str]:
         return parse_labels(env_str(name), name=name)
     except ValueError as exc:
         raise ImproperlyConfigured(str(exc)) from None
+
+
+def env_resources(name: str) -> dict[str, float]:
+    """Custom resources, `NAME=amount,...` (jobs.placement.parse_resources)."""
+    from jobs.exceptions import InvalidRequest
+    from jobs.placement import parse_resources
+
+    text = env_str(name)
+    pairs: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, amount = item.partition("=")
+        try:
+            pairs[key.strip()] = float(amount) if sep else float("nan")
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not NAME=amount") from None
+    try:
+        return dict(parse_resources(pairs))
+    except InvalidRequest as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None

@@ -18,6 +18,7 @@ from api.env import (
     env_labels,
     env_list,
     env_redis_url,
+    env_resources,
     env_str,
     env_uuid_prefix,
     env_words,
@@ -224,6 +225,9 @@ if not re.match(r"^https?://[^/\s]+(/\S*)?\Z", CRUNCH_API_URL):
 # their GPUs (jobs.placement).
 CRUNCH_WORKER_LABELS = env_labels("CRUNCH_WORKER_LABELS")
 CRUNCH_WORKER_GPUS = env_int("CRUNCH_WORKER_GPUS", 0, minimum=0)
+# Workers: custom resources their node offers (`NPU=2,TPU=1`), matched against jobs'
+# runtime_constraints.resources.
+CRUNCH_WORKER_RESOURCES = env_resources("CRUNCH_WORKER_RESOURCES")
 # Workers: heartbeat interval, how long a silent worker counts as alive, how often the
 # sweeper runs, and how long a queued job waits before its hint is sent again.
 CRUNCH_WORKER_HEARTBEAT = env_int("CRUNCH_WORKER_HEARTBEAT", 5, minimum=1)

@@ -217,7 +217,7 @@ class Runner:
             if self.job.docker_image_locator:
                 raise RunFailed("python_requirements are installed for local runs only")
             self.pyenv, resolved = pyenv.ensure(
-                work_root() / "pyenvs", list(self.job.python_requirements), self.log
+                work_root() / "pyenvs", list(self.job.python_requirements), self.log, self.user
             )
             runs.job_record_packages(job_uuid=self.job.uuid, packages=resolved)
 

@@ -102,6 +102,7 @@ def _register(sender: object = None, **_: object) -> None:
         labels=labels,
         slots=concurrency,
         pid=os.getpid(),
+        resources=settings.CRUNCH_WORKER_RESOURCES,
     )
     NODE_UUID = node.uuid
     app = getattr(sender, "app", None)

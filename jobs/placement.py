@@ -243,6 +243,8 @@ class Requirements:
     ram: int = 0  # bytes
     gpus: int = 0
     constraints: tuple[Constraint, ...] = ()
+    # Custom resources by name (`{"NPU": 1}`), matched against what nodes offer.
+    resources: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def of(cls, runtime_constraints: Any) -> Requirements:
@@ -262,7 +264,44 @@ class Requirements:
             int(_amount(rc, "min_ram_mb_per_node") * MiB),
         )
         gpus = int(_amount(rc, "gpus", integer=True))
-        return cls(cpus, ram, gpus, tuple(parse_constraints(rc.get("constraints"))))
+        return cls(
+            cpus,
+            ram,
+            gpus,
+            tuple(parse_constraints(rc.get("constraints"))),
+            parse_resources(rc.get("resources")),
+        )
+
+
+RESOURCE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,62}\Z")
+
+
+def parse_resources(value: Any) -> tuple[tuple[str, float], ...]:
+    """`runtime_constraints.resources`: custom resources by name, each a number at least 0
+    (zero amounts ask for nothing and are dropped)."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            f"runtime_constraints.resources must be an object of numbers, not {_shown(value)}"
+        )
+    wanted = []
+    for name, amount in sorted(value.items()):
+        if not isinstance(name, str) or not RESOURCE_NAME_RE.match(name):
+            raise InvalidRequest(f"runtime_constraints.resources: {_shown(name)} is not a name")
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, int | float)
+            or not math.isfinite(amount)
+            or amount < 0
+        ):
+            raise InvalidRequest(
+                f"runtime_constraints.resources.{name} must be a number at least 0, "
+                f"not {_shown(amount)}"
+            )
+        if amount > 0:
+            wanted.append((name, float(amount)))
+    return tuple(wanted)
 
 
 def _amount(
@@ -294,6 +333,7 @@ class NodeView:
     gpus: int
     labels: dict[str, str] = field(hash=False)
     slots: int = 1
+    resources: dict[str, float] = field(default_factory=dict, hash=False)
 
     @classmethod
     def of(cls, node: Any) -> NodeView:
@@ -318,6 +358,13 @@ class NodeView:
             gpus=int(_count(info.get("gpus")) or 0),
             labels=labels,
             slots=int(_count(info.get("slots")) or _count(info.get("concurrency")) or 1),
+            resources={
+                str(k): float(v)
+                for k, v in (info.get("resources") or {}).items()
+                if _count(v, real=True) is not None
+            }
+            if isinstance(info.get("resources"), dict)
+            else {},
         )
 
 
@@ -388,6 +435,10 @@ def node_problems(req: Requirements, node: NodeView) -> list[str]:
         problems.append(f"memory {human_bytes(node.ram_bytes)} < {human_bytes(req.ram)}")
     if req.gpus > node.gpus:
         problems.append(f"gpus {node.gpus} < {req.gpus}")
+    for name, amount in req.resources:
+        have = node.resources.get(name, 0.0)
+        if amount > have:
+            problems.append(f"{name} {_format_number(have)} < {_format_number(amount)}")
     for constraint in req.constraints:
         problem = constraint.problem(node.labels)
         if problem is not None:

@@ -67,6 +67,7 @@ def node_register(
     labels: dict[str, str],
     slots: int,
     pid: int | None = None,
+    resources: dict[str, float] | None = None,
 ) -> Node:
     """A new node row for a worker that is starting, alive from now.
 
@@ -80,6 +81,7 @@ def node_register(
         "gpus": gpus,
         "labels": dict(labels),
         "slots": slots,
+        "resources": dict(resources or {}),
         "state": "up",
         "pid": pid,
     }
