@@ -364,3 +364,53 @@ def test_the_ray_job_cli_submits_tails_and_reads(stack: Stack, workdir: Path) ->
     assert logs.returncode == 0 and "data: forty-two" in logs.stdout
     listing = ray("list", *common)
     assert listing.returncode == 0 and "cli-one" in listing.stdout
+
+
+# --- reuse across doors -------------------------------------------------------------------------
+
+
+def test_the_same_work_through_two_doors_is_reused_and_the_lineage_shows_it(
+    client: Any, stack: Stack, workdir: Path
+) -> None:
+    """A Ray submit and `crunch submit` (the Arvados door) of the same tree, argv and
+    environment: the second gets the first's job, and its lineage shows the reuse."""
+    ray_id = client.submit_job(
+        entrypoint="python3 main.py",
+        runtime_env={"working_dir": str(workdir), "env_vars": {"GREETING": "both doors"}},
+        metadata={"crunch.reuse": "true"},
+    )
+    assert wait(client, ray_id).status == JobStatus.SUCCEEDED
+    auth = {"Authorization": f"Bearer {stack.token}"}
+    uuid = requests.get(f"{stack.url}/api/jobs/{ray_id}", headers=auth, timeout=30).json()[
+        "crunch"
+    ]["uuid"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARVADOS_")}
+    env |= {"ARVADOS_API_HOST": stack.url, "ARVADOS_API_TOKEN": stack.token}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crunch.cli",
+            "submit",
+            "--workdir",
+            str(workdir),
+            "--env",
+            "GREETING=both doors",
+            "--find-or-create",
+            "--",
+            "sh",
+            "-c",
+            "python3 main.py",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == uuid and done.stdout.split()[-1] == "reused", done.stdout
+    graph = stack.call("GET", f"jobs/{uuid}/provenance")
+    reuses = [n for n in graph["nodes"] if n["kind"] == "reuse"]
+    assert [n["door"] for n in reuses] == ["arvados"]
+    assert {"from": uuid, "to": reuses[0]["id"], "kind": "reused_by"} in graph["edges"]
+    assert next(n for n in graph["nodes"] if n["id"] == uuid)["door"] == "ray"
