@@ -13,6 +13,7 @@ from api.git_http import GIT_HTTP_ROUTE, git_http
 from api.keep import KEEP_BLOCK_ROUTE, keep_block
 from api.logstream import LOG_TAIL_FOLLOW_ROUTE, log_tail_follow
 from api.metrics import METRICS_ROUTE, metrics_view
+from api.nomad.urls import urlpatterns as nomad_urlpatterns
 from api.ray.urls import urlpatterns as ray_urlpatterns
 from api.viewsets.resources import RESOURCE_VIEWSETS
 
@@ -81,3 +82,4 @@ for _viewset in RESOURCE_VIEWSETS:
     urlpatterns += resource_routes(_viewset)
 # Front doors other than Arvados, each in its own package.
 urlpatterns += ray_urlpatterns
+urlpatterns += nomad_urlpatterns

@@ -236,6 +236,7 @@ class Runner:
         # The job's own variables first: the run's own names below cannot be overridden.
         return (
             dict(job.environment or {})
+            | dict(job.run_environment or {})
             | parameter_env(job.script_parameters or {})
             | {
                 "JOB_UUID": job.uuid,

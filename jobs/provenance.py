@@ -112,6 +112,7 @@ class Graph:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     edges: dict[tuple[str, str, str], None] = field(default_factory=dict)
     hidden: dict[str, str] = field(default_factory=dict)  # unreadable job uuid -> its id
+    walked: list[str] = field(default_factory=list)  # readable jobs, for their reuse events
     truncated: bool = False
 
     def node(self, node_id: str, **attrs: Any) -> str:
@@ -184,6 +185,7 @@ class Graph:
             self.edge(reuse.job_uuid, node, "reused_by")
 
     def finish(self, *, root: str, depth: int, direction: str) -> dict[str, Any]:
+        self.reuses(self.walked)
         pdhs = {n["id"] for n in self.nodes.values() if n["kind"] in ("collection", "working_dir")}
         # Readable (§6.1: at least one readable, untrashed collection with the hash) and
         # the name of one of them, in one query.
@@ -289,7 +291,7 @@ def lineage(
         graph.job(row, True)
         graph.sources(row)
         graph.products(row)
-        graph.reuses([root])
+        graph.walked.append(root)
         jobs = [row]
     else:
         graph.collection(root)
@@ -341,7 +343,7 @@ def _walk_up(graph: Graph, frontier: set[str], depth: int) -> None:
                 graph.sources(row)
                 graph.products(row)
                 walk_on.append(row["uuid"])
-        graph.reuses(walk_on)
+        graph.walked.extend(walk_on)
         frontier = _inputs_into(graph, walk_on)
 
 
@@ -373,7 +375,7 @@ def _walk_down(graph: Graph, frontier: set[str], depth: int) -> None:
                 walk_on.append(row["uuid"])
                 if row["output"]:
                     frontier.add(row["output"])
-        graph.reuses(walk_on)
+        graph.walked.extend(walk_on)
 
 
 # --- invalidation -----------------------------------------------------------------------

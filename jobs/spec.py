@@ -172,6 +172,12 @@ class JobSpec:
     python_requirements: tuple[str, ...] | None = None
     # A client-chosen id, unique among all jobs (refused when taken).
     submit_id: str | None = None
+    # An instance of a job template (jobs/templates.py), and the client's idempotency key.
+    template_uuid: str | None = None
+    template_version: int | None = None
+    idempotency_key: str | None = None
+    # Variables naming this instance (its ids), set for the run but not part of the identity.
+    run_environment: Mapping[str, str] = field(default_factory=dict)
     # The front door that submitted it (recorded on the job, not part of its identity).
     door: str = "arvados"
 
@@ -204,6 +210,17 @@ class JobSpec:
         }
         attrs.update({k: v for k, v in optional.items() if v is not None})
         return attrs
+
+    def server_attrs(self) -> dict[str, Any]:
+        """What the job records about how it was submitted, which no client sets directly:
+        the door, the template it instantiates, the idempotency key."""
+        return {
+            "door": self.door,
+            "template_uuid": self.template_uuid,
+            "template_version": self.template_version,
+            "idempotency_key": self.idempotency_key,
+            "run_environment": dict(self.run_environment) or None,
+        }
 
     def canonical(self) -> dict[str, Any]:
         """The identity this spec has when its version is a commit and its image a

@@ -51,7 +51,8 @@ def job_submit(
 ) -> Submission:
     """Create the job `spec` describes, or with `reuse` hand back an identical earlier one."""
     job = SERVICE.prepare_new(actor=actor, attrs=spec.attrs())
-    job.door = spec.door
+    for name, value in spec.server_attrs().items():
+        setattr(job, name, value)
     return submit_prepared(actor=actor, job=job, reuse=reuse, explain=explain)
 
 

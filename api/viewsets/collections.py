@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from django.http import HttpResponse
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -81,11 +82,11 @@ class CollectionViewSet(ArvadosViewSet):
         return Response(out)
 
     @action(detail=True, methods=["get"])
-    def provenance(self, request: Request, uuid: str) -> Response:
+    def provenance(self, request: Request, uuid: str) -> HttpResponse:
         """What produced this collection (by uuid or portable data hash), upstream."""
-        return Response(lineage_response(self, uuid, downstream=False))
+        return lineage_response(self, uuid, downstream=False)
 
     @action(detail=True, methods=["get"])
-    def used_by(self, request: Request, uuid: str) -> Response:
+    def used_by(self, request: Request, uuid: str) -> HttpResponse:
         """Every job that read this collection, their outputs, and so on downstream."""
-        return Response(lineage_response(self, uuid, downstream=True))
+        return lineage_response(self, uuid, downstream=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, ClassVar
 
+from django.http import HttpResponse
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -254,14 +255,14 @@ class JobViewSet(ArvadosViewSet):
     # --- lineage and what reuse saved ------------------------------------------------------
 
     @action(detail=True, methods=["get"])
-    def provenance(self, request: Request, uuid: str) -> Response:
+    def provenance(self, request: Request, uuid: str) -> HttpResponse:
         """What produced the job: its inputs, source tree, image, and the jobs upstream."""
-        return Response(lineage_response(self, uuid, downstream=False))
+        return lineage_response(self, uuid, downstream=False)
 
     @action(detail=True, methods=["get"])
-    def used_by(self, request: Request, uuid: str) -> Response:
+    def used_by(self, request: Request, uuid: str) -> HttpResponse:
         """What was built on the job's output: every job that read it, and theirs."""
-        return Response(lineage_response(self, uuid, downstream=True))
+        return lineage_response(self, uuid, downstream=True)
 
     @action(detail=True, methods=["post"])
     def invalidate(self, request: Request, uuid: str) -> Response:

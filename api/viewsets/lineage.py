@@ -3,7 +3,10 @@ viewsets."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from django.http import HttpResponse
 
 from api.discovery import INTEGER, query_parameter
 from api.viewsets.base import ArvadosViewSet
@@ -23,12 +26,15 @@ LINEAGE_METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-def lineage_response(view: ArvadosViewSet, ident: str, *, downstream: bool) -> dict[str, Any]:
+def lineage_response(view: ArvadosViewSet, ident: str, *, downstream: bool) -> HttpResponse:
     """The lineage of a job or collection, as the caller may see it: a graph of nodes and
-    edges (jobs/provenance.py)."""
-    return provenance.lineage(
+    edges (jobs/provenance.py). A graph can hold thousands of nodes: it is encoded once,
+    straight to JSON, without the renderer's passes."""
+    graph = provenance.lineage(
         user=view.actor.user,
         ident=ident,
         depth=provenance.parse_depth(view.params.get("depth")),
         downstream=downstream,
     )
+    body = json.dumps(graph, ensure_ascii=False, separators=(",", ":"))
+    return HttpResponse(body, content_type="application/json")

@@ -1,4 +1,7 @@
-"""A collection from a zip archive: how an uploaded working tree (a Ray `working_dir`
+"""Collections built on the server: from a zip archive, and from another collection with
+files added.
+
+A collection from a zip archive is how an uploaded working tree (a Ray `working_dir`
 package, say) becomes content-addressed, so the job that runs in it records it by PDH.
 
 The archive is untrusted. Every member name is checked (relative, no `..`, no empty or `.`
@@ -10,6 +13,7 @@ most 64 MiB at a time; nothing is written to the worker's or server's filesystem
 
 from __future__ import annotations
 
+import io
 import stat
 import zipfile
 from typing import IO, Any
@@ -17,6 +21,7 @@ from typing import IO, Any
 from jobs import manifests
 from jobs.exceptions import InvalidRequest, PermissionDenied
 from jobs.keep.blocks import block_write_unnamed, manifest_sign
+from jobs.keep.collections import collection_readable
 from jobs.keep.store import BLOCK_MAX
 from jobs.models import Collection
 from jobs.services.objects import Actor
@@ -100,3 +105,38 @@ def collection_from_zip(
     if properties:
         attrs["properties"] = properties
     return service_for(Collection).create(actor=actor, attrs=attrs)
+
+
+def collection_with_files(
+    *, actor: Actor, base_pdh: str | None, files: dict[str, bytes], owner_uuid: str, name: str
+) -> Collection:
+    """A new collection: the files of collection `base_pdh` (when given; the caller must be
+    able to read it) with `files` added or replaced (path -> bytes). How a job gets a file
+    of its own in its working tree, e.g. a dispatched payload."""
+    if actor.auth is None:
+        raise PermissionDenied("Storing files needs a token")
+    tree = manifests.ManifestTree()
+    if base_pdh:
+        base = collection_readable(users=[actor.user], identifier=base_pdh)
+        if base is None:
+            raise InvalidRequest(f"Collection {base_pdh} is not readable by you")
+        tree = manifests.manifest_tree(base.manifest_text or "")
+    for path, data in files.items():
+        if not path or any(part in ("", ".", "..") for part in path.split("/")):
+            raise InvalidRequest(f"Invalid file path {path!r}")
+        if path in tree.dirs:
+            raise InvalidRequest(f"{path} is a directory")
+        pieces: list[manifests.Piece] = []
+        body = io.BytesIO(data)
+        remaining = len(data)
+        while remaining > 0:
+            length = min(BLOCK_MAX, remaining)
+            stored = block_write_unnamed(body=body, size=length)
+            pieces.append(manifests.Piece(stored.locator, length, 0, length))
+            remaining -= length
+        tree.files[path] = []
+        tree.add_file(path, pieces)
+    text = manifest_sign(text=manifests.write_manifest(tree), token_id=actor.auth.token_hash)
+    return service_for(Collection).create(
+        actor=actor, attrs={"owner_uuid": owner_uuid, "name": name, "manifest_text": text}
+    )

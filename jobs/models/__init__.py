@@ -8,6 +8,7 @@ from jobs.models.nodes import Node
 from jobs.models.provenance import JobInput, ReuseTally
 from jobs.models.repositories import Repository
 from jobs.models.reuses import JobReuse
+from jobs.models.templates import JobTemplate
 from jobs.models.users import ApiClientAuthorization, Group, User
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "JobInput",
     "JobReuse",
     "JobState",
+    "JobTemplate",
     "Link",
     "LogChunk",
     "Node",

@@ -91,6 +91,15 @@ class Job(ArvadosModel):
     # virtualenv resolved them to ({name: version}).
     python_requirements = models.JSONField(null=True, blank=True)
     resolved_packages = models.JSONField(null=True, blank=True)
+    # An instance of a job template (jobs/templates.py): which, and which version of it.
+    template_uuid = models.CharField(max_length=27, null=True, blank=True, db_index=True)
+    template_version = models.PositiveIntegerField(null=True, blank=True)
+    # A client's idempotency key, unique among all jobs: the same key never makes a second
+    # job, whatever races (`<template uuid>:<token>` for template instances).
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # Variables the run also sets that name this instance (its ids), not what it computes:
+    # not part of the identity, so identical work submitted twice is still reused.
+    run_environment = models.JSONField(null=True, blank=True)
     # An output marked bad by an admin: never reused again (jobs/provenance.py invalidate).
     invalidated_at = models.DateTimeField(null=True, blank=True)
     invalidated_by_user_uuid = models.CharField(max_length=27, null=True, blank=True)
@@ -136,6 +145,9 @@ class Job(ArvadosModel):
         "invalidated_reason",
         "python_requirements",
         "resolved_packages",
+        "template_uuid",
+        "template_version",
+        "run_environment",
     )
     CLIENT_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -185,6 +197,9 @@ class Job(ArvadosModel):
             "invalidated_by_user_uuid",
             "invalidated_reason",
             "resolved_packages",
+            "template_uuid",
+            "template_version",
+            "run_environment",
         }
     )
     HASH_FIELDS: ClassVar[frozenset[str]] = frozenset(
