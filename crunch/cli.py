@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_keep_parsers(sub)
     add_docker_parsers(sub)
     add_provenance_parsers(sub)
+
+    from crunch.nomadcli import add_job_parsers as add_nomad_parsers
+
+    job = sub.add_parser("job", help="parameterized jobs: register, dispatch (as Nomad's)")
+    job_sub = job.add_subparsers(dest="job_command", required=True)
+    add_nomad_parsers(job_sub)
     return parser
 
 

@@ -47,6 +47,10 @@ class RepositoryUnusable(InvalidRequest):
     """The repository cannot be read at all (missing, unreadable, fetch failed)."""
 
 
+class Conflict(InvalidRequest):
+    """A unique value is taken (a concurrent request may have taken it first)."""
+
+
 class InvalidTransition(InvalidRequest):
     """A state change the job state table has no edge for (HTTP 422)."""
 

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs import permissions
-from jobs.exceptions import NotFound, PermissionDenied
+from jobs.exceptions import Conflict, NotFound, PermissionDenied
 from jobs.models import Job, JobTemplate
 from jobs.selection import Submission
 from jobs.selectors import object_by_uuid, restrict_readable
@@ -114,7 +114,7 @@ def template_instantiate(
             return existing, None
     try:
         submission = job_submit(actor=actor, spec=spec, reuse=reuse)
-    except IntegrityError:
+    except (IntegrityError, Conflict):
         existing = Job.objects.filter(idempotency_key=key).first() if key else None
         if existing is None:
             raise

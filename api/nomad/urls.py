@@ -25,4 +25,5 @@ urlpatterns: list[URLPattern] = [
     re_path(r"^v1/evaluation/(?P<eval_id>[^/]+)$", views.evaluation, name="nomad-eval"),
     re_path(r"^v1/allocation/(?P<alloc_id>[^/]+)$", views.allocation, name="nomad-alloc"),
     re_path(r"^v1/client/fs/logs/(?P<alloc_id>[^/]+)$", views.alloc_logs, name="nomad-alloc-logs"),
+    re_path(r"^v1/", views.unknown, name="nomad-unknown"),
 ]

@@ -60,10 +60,10 @@ def nomad_view(methods: tuple[str, ...]) -> Callable[[View], View]:
         @csrf_exempt
         @functools.wraps(fn)
         def view(request: HttpRequest, **kwargs: Any) -> HttpResponseBase:
-            if request.method not in methods:
-                return _text(405, f"Invalid method {request.method}")
             response: HttpResponseBase
             try:
+                if request.method not in methods:
+                    raise NomadError(405, f"Invalid method {request.method}")
                 response = fn(request, **kwargs)
             except NomadError as exc:
                 response = _text(exc.status, exc.message)
@@ -742,3 +742,9 @@ def _followed(request: HttpRequest, uuid: str, *, plain: bool, path: str) -> Any
     stream = follow_log(uuid, Start(since=0, buffer_size=0), Frames(uuid), follow=True)
     connections.close_all()
     return stream if isinstance(request, ASGIRequest) else synchronous(stream)
+
+
+@nomad_view(("GET", "POST", "PUT", "DELETE"))
+def unknown(request: HttpRequest) -> HttpResponse:
+    """Any other `/v1/` path: Nomad's plain-text 404, never Django's page or a redirect."""
+    raise NomadError(404, "Invalid URL")

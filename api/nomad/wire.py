@@ -288,7 +288,10 @@ def dispatch_refusals(document: dict[str, Any], dispatch: Dispatch) -> str | Non
 
 
 def env_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.]", "_", key)
+    """A meta key as part of a variable name: Nomad replaces what is not [A-Za-z0-9_.] with
+    `_`; so does Crunch, and `.` as well (a process environment cannot pass it to every
+    shell)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", key)
 
 
 def meta_environment(merged: dict[str, str], optional: list[str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ from api.authentication import authenticate
 from api.ray import tenants, wire
 from api.ray.wire import RayError
 from jobs import placement
-from jobs.exceptions import CrunchError, InvalidRequest, NotFound, NotLoggedIn
+from jobs.exceptions import Conflict, CrunchError, InvalidRequest, NotFound, NotLoggedIn
 from jobs.keep.archives import collection_from_zip
 from jobs.models import Execution, Job
 from jobs.selectors import readable_object, restrict_readable
@@ -200,7 +200,7 @@ def submit(request: HttpRequest, actor: Actor) -> HttpResponse:
     )
     try:
         submission = job_submit(actor=actor, spec=spec, reuse=sub.reuse)
-    except IntegrityError:
+    except (IntegrityError, Conflict):
         raise duplicate from None  # an identical submission_id won the race
     except InvalidRequest as exc:
         if any("submit_id" in m and "already used" in m for m in exc.messages):

@@ -18,7 +18,7 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 from django.utils import timezone
 
 from jobs import permissions
-from jobs.exceptions import InvalidRequest, PermissionDenied
+from jobs.exceptions import Conflict, InvalidRequest, PermissionDenied
 from jobs.filters import parse_time, type_name
 from jobs.models import ApiClientAuthorization, ArvadosModel, Group, User
 from jobs.uuids import UUID_RE, infix_for, infix_of
@@ -303,7 +303,7 @@ class ResourceService:
                 obj.save()
                 self.after_save(obj, actor=actor, creating=creating)
         except IntegrityError:
-            raise InvalidRequest(
+            raise Conflict(
                 f"{obj.class_name()} conflicts with an existing object (a unique value is taken)"
             ) from None
         permissions.forget(actor.user)
