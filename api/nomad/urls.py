@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, re_path
 
-from api.nomad import views
+from api.nomad import logs, views
 
 JOB = r"(?P<job_id>.+?)"
 
@@ -24,6 +24,6 @@ urlpatterns: list[URLPattern] = [
     ),
     re_path(r"^v1/evaluation/(?P<eval_id>[^/]+)$", views.evaluation, name="nomad-eval"),
     re_path(r"^v1/allocation/(?P<alloc_id>[^/]+)$", views.allocation, name="nomad-alloc"),
-    re_path(r"^v1/client/fs/logs/(?P<alloc_id>[^/]+)$", views.alloc_logs, name="nomad-alloc-logs"),
+    re_path(r"^v1/client/fs/logs/(?P<alloc_id>[^/]+)$", logs.alloc_logs, name="nomad-alloc-logs"),
     re_path(r"^v1/", views.unknown, name="nomad-unknown"),
 ]
