@@ -431,19 +431,22 @@ def job_submit(
         )
         return [j for j in found if all(getattr(j, a) in v for a, v in in_python)]
 
+    def record(chosen: Job) -> None:
+        reuse_record(
+            job=chosen,
+            actor=actor,
+            attrs=attrs,
+            filters=filters,
+            door="arvados",
+            project_uuid=attrs.get("owner_uuid"),
+        )
+
     # A hit is a read and needs no lock. Only a miss takes the identity lock, then searches
     # again (an identical submission may have created the job meanwhile) before creating.
     if not explain and not log.isEnabledFor(logging.DEBUG):
         chosen, _ = select(search(), user=user)
         if chosen is not None:
-            reuse_record(
-                job=chosen,
-                actor=actor,
-                attrs=attrs,
-                filters=filters,
-                door="arvados",
-                project_uuid=attrs.get("owner_uuid"),
-            )
+            record(chosen)
             return Submission(chosen, True, None)
     with identity_lock(
         repository=str(attrs.get("repository")), script=str(attrs.get("script")), digest=digest
@@ -466,14 +469,7 @@ def job_submit(
                 json.dumps(explanation, default=str),
             )
         if chosen is not None:
-            reuse_record(
-                job=chosen,
-                actor=actor,
-                attrs=attrs,
-                filters=filters,
-                door="arvados",
-                project_uuid=attrs.get("owner_uuid"),
-            )
+            record(chosen)
             return Submission(chosen, True, explanation if explain else None)
         job = SERVICE.create(actor=actor, attrs=attrs)
         savings.record_miss(job=job, user_uuid=user.uuid)
