@@ -13,8 +13,10 @@ refuses with `deny` before accepting, which the client sees as an HTTP status.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -89,6 +91,30 @@ class WebSocket:
         """The caller, from the Bearer (or OAuth2) token in `Authorization`; None without
         a valid one."""
         return await actor_for(self.headers.get("authorization", ""), self.headers.get("x-real-ip"))
+
+
+async def send_all(ws: WebSocket, texts: AsyncIterator[str]) -> None:
+    """Send each of `texts` as a text frame; once they end, a normal close (1000). Stops
+    when the client goes away; an error while sending closes with 1011."""
+
+    async def send() -> None:
+        async for text in texts:
+            await ws.send_text(text)
+
+    sender = asyncio.ensure_future(send())
+    watcher = asyncio.ensure_future(ws.wait_disconnect())
+    done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (sender, watcher):
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if sender in done and sender.exception() is None:
+        await ws.close(1000)
+    elif watcher in done:
+        ws.closed = True  # the client went away: nothing more to send
+    else:
+        await ws.close(1011)
 
 
 Handler = Callable[..., Awaitable[None]]

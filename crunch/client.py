@@ -408,4 +408,6 @@ def _errors_of(answer: Answer) -> list[str]:
     errors = data.get("errors") if isinstance(data, dict) else None
     if isinstance(errors, list):
         return [str(e) for e in errors]
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return [data["message"]]  # the Bacalhau-style door's (echo's) error shape
     return []

@@ -7,8 +7,13 @@
   loaded into the engine (`crunch.dockercli.container_cli()`) unless the engine has the id,
   and `<cli> run --rm` runs the program in it, with the run's directories mounted at fixed
   paths (`CONTAINER_PATHS`, spec §7.4) and only `ARVADOS_`/`CRUNCH_`/`JOB_`/`TASK_`
-  variables, the job's own environment and `HOME` passed in. `CRUNCH_CONTAINER_RUN_ARGS`
+  variables, the job's own environment (and the variables naming its instance) and `HOME`
+  passed in. `CRUNCH_CONTAINER_RUN_ARGS`
   adds run options (network, limits); by default the engine's own defaults apply.
+  `runtime_constraints.mounts` (`container_mounts`) also mounts parts of the source tree
+  (read-only) or of the output directory (writable) at other paths in the container, where
+  a job expects its inputs and leaves its results (the Bacalhau-style door's InputSources
+  and ResultPaths).
 
 A script job runs `crunch_scripts/<script>` in CRUNCH_TMP; a command job runs its argv in its
 writable copy of the source tree (the container's entrypoint and arguments).
@@ -97,6 +102,48 @@ CONTAINER_PATHS = ScriptPaths(
 )
 
 
+MOUNT_SOURCES = ("src", "output")
+_MOUNT_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,250}\Z")
+_SUBPATH_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\Z")
+
+
+def container_mounts(runtime_constraints: Any) -> list[tuple[str, str, str]]:
+    """`runtime_constraints.mounts`: `[{"source": "src"|"output", "subpath": "inputs/a",
+    "path": "/inputs/a"}, ...]` as (source, subpath, path); InvalidRequest says what is
+    wrong. Paths are absolute, outside /crunch, /keep and /tmp/crunch-*, without `..`."""
+    value = (
+        (runtime_constraints or {}).get("mounts") if isinstance(runtime_constraints, dict) else None
+    )
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 64:
+        raise InvalidRequest("runtime_constraints.mounts must be a list of at most 64 mounts")
+    mounts = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise InvalidRequest("runtime_constraints.mounts: each mount must be an object")
+        source, subpath, path = item.get("source"), item.get("subpath"), item.get("path")
+        if source not in MOUNT_SOURCES:
+            raise InvalidRequest("runtime_constraints.mounts: source must be src or output")
+        if (
+            not isinstance(subpath, str)
+            or not _SUBPATH_RE.match(subpath)
+            or ".." in subpath.split("/")
+        ):
+            raise InvalidRequest(f"runtime_constraints.mounts: bad subpath {subpath!r}")
+        reserved = ("/crunch", "/keep", "/tmp/crunch-job-work", "/tmp/crunch-job-task-work")
+        if (
+            not isinstance(path, str)
+            or not _MOUNT_PATH_RE.match(path)
+            or ".." in path.split("/")
+            or path == "/"
+            or any(path == r or path.startswith(r + "/") for r in reserved)
+        ):
+            raise InvalidRequest(f"runtime_constraints.mounts: {path!r} cannot be a mount path")
+        mounts.append((source, subpath, path.rstrip("/")))
+    return mounts
+
+
 class Runtime:
     """Starts and stops a run's script; `Runner` keeps everything else."""
 
@@ -157,6 +204,8 @@ class LocalRuntime(Runtime):
 
     def start(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         r = self.runner
+        if (r.job.runtime_constraints or {}).get("mounts"):
+            raise RunFailed("runtime_constraints.mounts need a Docker image to mount into")
         base = {
             k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
         }
@@ -280,6 +329,24 @@ class ContainerRuntime(Runtime):
             (r.job_work, p.job_work, "rw"),
             (r.task_work, p.task_work, "rw"),
         ]
+        try:
+            extra = container_mounts(r.job.runtime_constraints)
+        except InvalidRequest as exc:
+            raise RunFailed(str(exc)) from None
+        for source, subpath, inside in extra:
+            base = r.src if source == "src" else r.output_dir
+            host = base.joinpath(*subpath.split("/"))
+            if source == "output":
+                host.mkdir(parents=True, exist_ok=True)
+                owner = r.output_dir.stat()  # writable by the run's user, as the output is
+                for made in [host, *host.parents]:
+                    if made == r.output_dir:
+                        break
+                    os.chown(made, owner.st_uid, owner.st_gid)
+                    made.chmod(owner.st_mode & 0o7777)
+            elif not host.exists():
+                raise RunFailed(f"{subpath} is not in the job's source tree")
+            mounts.append((host, inside, "ro" if source == "src" else "rw"))
         args: list[str] = []
         for host, inside, mode in mounts:
             if ":" in str(host) or "," in str(host):
@@ -289,7 +356,7 @@ class ContainerRuntime(Runtime):
 
     def start(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         r = self.runner
-        own = set(r.job.environment or {})
+        own = set(r.job.environment or {}) | set(r.job.run_environment or {})
         passed = {
             k: v
             for k, v in env.items()

@@ -4,6 +4,8 @@ A job asks (`runtime_constraints`) for resources and for node labels:
 
 - `vcpus` (a number > 0, fractions allowed) or the original `min_cores_per_node`;
 - `ram` (bytes) or the original `min_ram_mb_per_node` (MiB); `gpus` (a count);
+- `node`: one node's uuid, for work meant for that node alone (a per-node instance of a job
+  template);
 - `constraints`: a list whose items are label selectors, either objects
   `{"key": "region", "operator": "in", "values": ["us-west-2", "us-east-1"]}` or selector text
   (`"region=us-west-2"`, `"tier in (a,b)"`, `"!spot"`; a bare word such as `"fast"` means
@@ -245,6 +247,7 @@ class Requirements:
     constraints: tuple[Constraint, ...] = ()
     # Custom resources by name (`{"NPU": 1}`), matched against what nodes offer.
     resources: tuple[tuple[str, float], ...] = ()
+    node: str | None = None  # one node (its uuid) and no other: a per-node instance
 
     @classmethod
     def of(cls, runtime_constraints: Any) -> Requirements:
@@ -270,6 +273,7 @@ class Requirements:
             gpus,
             tuple(parse_constraints(rc.get("constraints"))),
             parse_resources(rc.get("resources")),
+            _node(rc.get("node")),
         )
 
 
@@ -302,6 +306,16 @@ def parse_resources(value: Any) -> tuple[tuple[str, float], ...]:
         if amount > 0:
             wanted.append((name, float(amount)))
     return tuple(wanted)
+
+
+def _node(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.match(
+        r"^[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{15}\Z", value
+    ):
+        raise InvalidRequest(f"runtime_constraints.node must be a node uuid, not {_shown(value)}")
+    return value
 
 
 def _amount(
@@ -429,6 +443,8 @@ def human_bytes(size: float) -> str:
 def node_problems(req: Requirements, node: NodeView) -> list[str]:
     """Why `node` cannot run a job with `req`; empty when it can (busy or not)."""
     problems = []
+    if req.node is not None and req.node != node.uuid:
+        problems.append(f"not node {req.node}")
     if req.cpus > node.cpus:
         problems.append(f"cpus {_format_number(node.cpus)} < {_format_number(req.cpus)}")
     if req.ram > node.ram_bytes:

@@ -100,3 +100,17 @@ def readable_pdhs(user: User, pdhs: set[str]) -> set[str]:
 def job_executions(*, job_uuid: str) -> QuerySet[Execution]:
     """A job's executions in the order they started: attempt, then replica."""
     return Execution.objects.filter(job_uuid=job_uuid).order_by("attempt", "replica", "id")
+
+
+def project_named(user: User, name: str) -> Any:
+    """The project `name` names for `user`: by uuid, else the oldest readable project with
+    that name; None when there is none (a door's namespace)."""
+    from jobs.models import Group
+
+    if len(name) > 255:
+        return None
+    return readable_object(Group.objects.all(), [user], name) or (
+        restrict_readable(Group.objects.filter(name=name, group_class="project"), [user])
+        .order_by("created_at", "id")
+        .first()
+    )

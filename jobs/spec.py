@@ -17,6 +17,7 @@ how soon the work runs, or describe it, not what it computes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -175,11 +176,23 @@ class JobSpec:
     # An instance of a job template (jobs/templates.py), and the client's idempotency key.
     template_uuid: str | None = None
     template_version: int | None = None
+    template_slot: str | None = None
     idempotency_key: str | None = None
     # Variables naming this instance (its ids), set for the run but not part of the identity.
     run_environment: Mapping[str, str] = field(default_factory=dict)
     # The front door that submitted it (recorded on the job, not part of its identity).
     door: str = "arvados"
+
+    @classmethod
+    def of(cls, fields: Mapping[str, Any]) -> JobSpec:
+        """A spec from its fields as stored in JSON (a template's `spec`); other keys (a
+        door's own notes) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in fields.items() if k in known and v is not None}
+        for name in ("command", "python_requirements"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
+        return cls(**values)
 
     def attrs(self) -> dict[str, Any]:
         """The job record's attributes, for the write path."""
@@ -218,6 +231,7 @@ class JobSpec:
             "door": self.door,
             "template_uuid": self.template_uuid,
             "template_version": self.template_version,
+            "template_slot": self.template_slot,
             "idempotency_key": self.idempotency_key,
             "run_environment": dict(self.run_environment) or None,
         }

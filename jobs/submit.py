@@ -74,7 +74,7 @@ def submit_prepared(*, actor: Actor, job: Job, reuse: bool, explain: bool) -> Su
     if not explain:
         chosen, _ = select(reuse_candidates(user=user, key=key), user=user)
         if chosen is not None:
-            _record_hit(chosen, actor=actor, submitted=job)
+            record_hit(chosen, actor=actor, submitted=job)
             return Submission(chosen, True, None)
     # Identical concurrent submissions get one job: the second searches once the first's
     # job is committed.
@@ -90,7 +90,7 @@ def submit_prepared(*, actor: Actor, job: Job, reuse: bool, explain: bool) -> Su
             else None
         )
         if chosen is not None:
-            _record_hit(chosen, actor=actor, submitted=job)
+            record_hit(chosen, actor=actor, submitted=job)
             return Submission(chosen, True, explanation)
         created = SERVICE.save_new(actor=actor, obj=job)
         savings.record_miss(job=created, user_uuid=user.uuid)
@@ -104,7 +104,7 @@ def _program(identity: dict[str, Any]) -> Any:
     return run["argv"][:1] if "argv" in run else run.get("script")
 
 
-def _record_hit(chosen: Job, *, actor: Actor, submitted: Job) -> None:
+def record_hit(chosen: Job, *, actor: Actor, submitted: Job) -> None:
     reuse_record(
         job=chosen,
         actor=actor,

@@ -20,8 +20,8 @@ from api.nomad import wire
 from api.nomad.wire import NomadError
 from jobs import permissions
 from jobs.exceptions import CrunchError, NotFound, NotLoggedIn
-from jobs.models import Execution, Group, Job, JobTemplate
-from jobs.selectors import readable_object, restrict_readable
+from jobs.models import Execution, Job, JobTemplate
+from jobs.selectors import project_named, readable_object, restrict_readable
 from jobs.services.objects import Actor
 from jobs.services.tokens import scopes_allow, token_authenticate
 
@@ -97,13 +97,7 @@ def namespace_owner(actor: Actor, name: str | None, *, write: bool) -> str:
     user = actor.user
     if not name or name in ("default", user.uuid):
         return str(user.uuid)
-    group = None
-    if len(name) <= 255:
-        group = readable_object(Group.objects.all(), [user], name) or (
-            restrict_readable(Group.objects.filter(name=name, group_class="project"), [user])
-            .order_by("created_at", "id")
-            .first()
-        )
+    group = project_named(user, name)
     if group is None:
         raise NomadError(404, f'namespace "{name}" not found')
     if write and not permissions.can_write(user, group):

@@ -6,13 +6,12 @@ the handshake (404, 401), as Ray's client expects."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from collections.abc import AsyncIterator
 
 from api.follow_engine import Format, Start, db, follow_log
 from api.ray.views import find_job
 from api.ray.wire import RayError
-from api.websocket import Route, WebSocket
+from api.websocket import Route, WebSocket, send_all
 from jobs import follow
 from jobs.services.objects import Actor
 
@@ -48,26 +47,13 @@ async def tail(ws: WebSocket, job_id: str) -> None:
         return
     await ws.accept()
 
-    async def send_lines() -> None:
+    async def lines() -> AsyncIterator[str]:
         stream = follow_log(uuid, Start(since=0, buffer_size=0), LinesFormat(uuid), follow=True)
         async for part in stream:
             if part:
-                await ws.send_text(part.decode("utf-8", "replace"))
+                yield part.decode("utf-8", "replace")
 
-    sender = asyncio.ensure_future(send_lines())
-    watcher = asyncio.ensure_future(ws.wait_disconnect())
-    done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (sender, watcher):
-        if task not in done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    if sender in done and sender.exception() is None:
-        await ws.close(1000)
-    elif watcher in done:
-        ws.closed = True  # the client went away: nothing more to send
-    else:
-        await ws.close(1011)
+    await send_all(ws, lines())
 
 
 ROUTES = [Route.of(r"/api/jobs/(?P<job_id>[^/]+)/logs/tail", tail)]

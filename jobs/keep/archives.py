@@ -108,19 +108,31 @@ def collection_from_zip(
 
 
 def collection_with_files(
-    *, actor: Actor, base_pdh: str | None, files: dict[str, bytes], owner_uuid: str, name: str
+    *,
+    actor: Actor,
+    base_pdh: str | None,
+    files: dict[str, bytes],
+    owner_uuid: str,
+    name: str,
+    collections: dict[str, str] | None = None,
 ) -> Collection:
     """A new collection: the files of collection `base_pdh` (when given; the caller must be
-    able to read it) with `files` added or replaced (path -> bytes). How a job gets a file
-    of its own in its working tree, e.g. a dispatched payload."""
+    able to read it), the files of each of `collections` (directory -> PDH) under its
+    directory, and `files` added or replaced (path -> bytes). How a job gets a file of its
+    own in its working tree (a dispatched payload) or its inputs where it expects them."""
     if actor.auth is None:
         raise PermissionDenied("Storing files needs a token")
     tree = manifests.ManifestTree()
     if base_pdh:
-        base = collection_readable(users=[actor.user], identifier=base_pdh)
-        if base is None:
-            raise InvalidRequest(f"Collection {base_pdh} is not readable by you")
-        tree = manifests.manifest_tree(base.manifest_text or "")
+        tree = manifests.manifest_tree(_readable_manifest(actor, base_pdh))
+    for directory, pdh in (collections or {}).items():
+        if not directory or any(part in ("", ".", "..") for part in directory.split("/")):
+            raise InvalidRequest(f"Invalid directory {directory!r}")
+        other = manifests.manifest_tree(_readable_manifest(actor, pdh))
+        for path, parts in other.files.items():
+            tree.add_file(f"{directory}/{path}", parts)
+        for path in other.dirs:
+            tree.add_dir(f"{directory}/{path}" if path else directory)
     for path, data in files.items():
         if not path or any(part in ("", ".", "..") for part in path.split("/")):
             raise InvalidRequest(f"Invalid file path {path!r}")
@@ -140,3 +152,10 @@ def collection_with_files(
     return service_for(Collection).create(
         actor=actor, attrs={"owner_uuid": owner_uuid, "name": name, "manifest_text": text}
     )
+
+
+def _readable_manifest(actor: Actor, pdh: str) -> str:
+    found = collection_readable(users=[actor.user], identifier=pdh)
+    if found is None:
+        raise InvalidRequest(f"Collection {pdh} is not readable by you")
+    return found.manifest_text or ""

@@ -8,7 +8,7 @@ from jobs.models.nodes import Node
 from jobs.models.provenance import JobInput, ReuseTally
 from jobs.models.repositories import Repository
 from jobs.models.reuses import JobReuse
-from jobs.models.templates import JobTemplate
+from jobs.models.templates import JobTemplate, Schedule
 from jobs.models.users import ApiClientAuthorization, Group, User
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "Node",
     "Repository",
     "ReuseTally",
+    "Schedule",
     "User",
 ]

@@ -94,6 +94,8 @@ class Job(ArvadosModel):
     # An instance of a job template (jobs/templates.py): which, and which version of it.
     template_uuid = models.CharField(max_length=27, null=True, blank=True, db_index=True)
     template_version = models.PositiveIntegerField(null=True, blank=True)
+    # The slot of the template's schedule it fills: `r<n>` (replica n) or `n:<node uuid>`.
+    template_slot = models.CharField(max_length=64, null=True, blank=True)
     # A client's idempotency key, unique among all jobs: the same key never makes a second
     # job, whatever races (`<template uuid>:<token>` for template instances).
     idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)

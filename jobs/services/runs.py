@@ -328,6 +328,7 @@ class SweepReport:
     resent: list[str] = field(default_factory=list)
     unplaceable: list[str] = field(default_factory=list)
     down: list[str] = field(default_factory=list)  # nodes found silent past the TTL
+    instances: int = 0  # jobs made for job templates' schedules (a joining node, a restart)
 
 
 def sweep() -> SweepReport | None:
@@ -407,4 +408,7 @@ def sweep() -> SweepReport | None:
             ):
                 _dispatch(job.uuid)
                 report.resent.append(job.uuid)
+        from jobs.templates import templates_reconcile
+
+        report.instances = templates_reconcile()
         return report

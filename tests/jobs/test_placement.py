@@ -333,3 +333,34 @@ def test_worker_labels_from_configuration() -> None:
     }
     assert parse_selector("memory>15").satisfied_by(labels)
     assert not parse_selector("memory>16").satisfied_by(labels)
+
+
+def test_a_node_pin_keeps_a_job_to_one_node() -> None:
+    a, b = view("a"), view("b")
+    req = Requirements.of({"node": a.uuid})
+    assert node_problems(req, a) == []
+    assert node_problems(req, b) == [f"not node {a.uuid}"]
+    for bad in ("a", 7, "zzzzz-7ekkf-UPPERCASE000000"):
+        with pytest.raises(InvalidRequest, match=r"runtime_constraints\.node must be a node uuid"):
+            Requirements.of({"node": bad})
+
+
+@pytest.mark.parametrize(
+    ("mounts", "says"),
+    [
+        ("x", "must be a list"),
+        ([1], "each mount must be an object"),
+        ([{"source": "keep", "subpath": "a", "path": "/a"}], "source must be src or output"),
+        ([{"source": "src", "subpath": "../a", "path": "/a"}], "bad subpath"),
+        ([{"source": "src", "subpath": "a", "path": "relative"}], "cannot be a mount path"),
+        ([{"source": "src", "subpath": "a", "path": "/crunch/src"}], "cannot be a mount path"),
+        ([{"source": "output", "subpath": "a", "path": "/a/../b"}], "cannot be a mount path"),
+    ],
+)
+def test_container_mounts_are_checked(mounts: Any, says: str) -> None:
+    from crunch.runtimes import container_mounts
+
+    with pytest.raises(InvalidRequest, match=says):
+        container_mounts({"mounts": mounts})
+    ok = [{"source": "src", "subpath": "inputs/in", "path": "/in/"}]
+    assert container_mounts({"mounts": ok}) == [("src", "inputs/in", "/in")]
