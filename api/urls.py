@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.urls import URLPattern, path, re_path
 
+from api.bacalhau.urls import urlpatterns as bacalhau_urlpatterns
 from api.collection_files import COLLECTION_FILES_ROUTE, collection_files
 from api.discovery import discovery_view
 from api.git_http import GIT_HTTP_ROUTE, git_http
@@ -83,3 +84,4 @@ for _viewset in RESOURCE_VIEWSETS:
 # Front doors other than Arvados, each in its own package.
 urlpatterns += ray_urlpatterns
 urlpatterns += nomad_urlpatterns
+urlpatterns += bacalhau_urlpatterns

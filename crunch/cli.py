@@ -195,10 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_docker_parsers(sub)
     add_provenance_parsers(sub)
 
+    from crunch.bacalhaucli import add_job_parsers as add_bacalhau_parsers
     from crunch.nomadcli import add_job_parsers as add_nomad_parsers
 
-    job = sub.add_parser("job", help="parameterized jobs: register, dispatch (as Nomad's)")
+    job = sub.add_parser(
+        "job",
+        help="job specs (run, describe, list, ... as Bacalhau's) and parameterized jobs "
+        "(register, dispatch, as Nomad's)",
+    )
     job_sub = job.add_subparsers(dest="job_command", required=True)
+    add_bacalhau_parsers(job_sub)
     add_nomad_parsers(job_sub)
     return parser
 

@@ -1,0 +1,1 @@
+"""The Bacalhau-style front door: Bacalhau's v1 orchestrator API over core job templates."""
