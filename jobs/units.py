@@ -3,7 +3,8 @@
 One parser for every door and the `crunch` command, so `--memory 512Mi` and a job spec's
 `Memory: 512Mi` mean the same number of bytes. Binary suffixes (`Ki`, `Mi`, `Gi`, `Ti`, `Pi`,
 with or without a trailing `B`) are powers of 1024; decimal ones (`k`, `K`, `M`, `G`, `T`,
-`P`, with or without `B`/`b`) powers of 1000; a bare number is bytes.
+`P`, in either case, with or without `B`/`b`: Bacalhau's `256mb`) powers of 1000; a bare
+number is bytes.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import math
 import re
 
-_BYTES_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KkMGTP]i?)?[Bb]?\s*\Z")
-_POWERS = {"k": 1, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
+_BYTES_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KkMmGgTtPp]i?)?[Bb]?\s*\Z")
+_POWERS = {"K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
 _CPU_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(m?)\s*\Z")
 
 
@@ -24,7 +25,7 @@ def parse_bytes(text: str) -> int:
     number, suffix = float(match.group(1)), match.group(2) or ""
     if suffix:
         base = 1024 if suffix.endswith("i") else 1000
-        number *= base ** _POWERS[suffix[0]]
+        number *= base ** _POWERS[suffix[0].upper()]
     return math.ceil(number)
 
 

@@ -473,3 +473,30 @@ def test_any_query_is_a_2xx_or_a_4xx(
     response = client.get(f"{BASE}/{path}", query, HTTP_AUTHORIZATION=f"Bearer {w.active}")
     assert response.status_code < 500, response.content
     assert response.status_code in (200, 400, 404), response.content
+
+
+def test_resources_and_timeouts_in_bacalhaus_units(client: Any, w: World) -> None:
+    body = spec()
+    body["Job"]["Tasks"][0] |= {
+        "Resources": {"CPU": "500m", "Memory": "256mb", "GPU": "0"},
+        "Timeouts": {"ExecutionTimeout": 600},
+    }
+    status, answer = put(client, w.active, body)
+    assert status == 200, answer
+    template = JobTemplate.objects.get(external_id=answer["JobID"])
+    job = Job.objects.get(template_uuid=template.uuid)
+    assert (job.runtime_constraints["vcpus"], job.runtime_constraints["ram"]) == (0.5, 256_000_000)
+    assert job.runtime_constraints["max_run_time"] == 600
+    _, got = call(client, "GET", f"{BASE}/jobs/{answer['JobID']}", w.active)
+    task = got["Job"]["Tasks"][0]
+    assert task["Resources"] == {"CPU": "500m", "Memory": "256mb", "GPU": "0"}
+    assert task["Timeouts"] == {"ExecutionTimeout": 600, "QueueTimeout": 0, "TotalTimeout": 1800}
+    body["Job"]["Tasks"][0]["Resources"] = {"Memory": "lots"}
+    status, answer = put(client, w.active, body)
+    assert (
+        status == 400 and "Resources.Memory: 'lots' is not an amount of memory" in answer["message"]
+    )
+    # a service runs until stopped: no default time limit
+    status, answer = put(client, w.active, spec(Type="service", Count=1))
+    template = JobTemplate.objects.get(external_id=answer["JobID"])
+    assert "max_run_time" not in Job.objects.get(template_uuid=template.uuid).runtime_constraints
