@@ -60,12 +60,14 @@ class ILike(_PatternLookup):
 @CharField.register_lookup
 class AnyOf(Lookup):  # type: ignore[type-arg]
     """`field__any=[...]`: membership in a list, sent to PostgreSQL as one array parameter
-    (`= ANY(%s)`) instead of one placeholder per value, which costs the client a parse of a
+    instead of one placeholder per value, which costs the client a parse of a
     query with thousands of placeholders when the list is long (lineage walks). Elsewhere,
     plain IN."""
 
     lookup_name = "any"
     prepare_rhs = False
+    # Pass a set: Django walks a list or tuple value by value looking for expressions, a
+    # cost per value that a set (or any other iterable) does not pay.
 
     def _values(self) -> list[Any]:
         return [str(v) for v in self.rhs]
@@ -78,5 +80,20 @@ class AnyOf(Lookup):  # type: ignore[type-arg]
         return f"{lhs} IN ({', '.join(['%s'] * len(values))})", (*lhs_params, *values)
 
     def as_postgresql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
+        # One text parameter holding the array literal: the driver quotes one string,
+        # where a Python list would be quoted element by element (a tenth of a lineage).
+        # `IN (SELECT unnest(...))` rather than `= ANY(...)`: with hundreds of values the
+        # planner then probes the index value by value (a nested loop) instead of scanning
+        # the table, which it otherwise prefers (1.2 ms against 15 ms for 739 job uuids).
         lhs, lhs_params = self.process_lhs(compiler, connection)
-        return f"{lhs} = ANY(%s)", (*lhs_params, self._values())
+        values = array_literal(self._values())
+        return f"{lhs} IN (SELECT unnest(%s::text[]))", (*lhs_params, values)
+
+
+def array_literal(values: list[str]) -> str:
+    """`{"a","b\\"c"}`: PostgreSQL's text form of an array of strings (every element quoted,
+    with backslashes and double quotes escaped)."""
+    joined = "\x00".join(values)  # NUL cannot be in a PostgreSQL string
+    if '"' in joined or "\\" in joined:
+        values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
+    return '{"' + '","'.join(values) + '"}' if values else "{}"

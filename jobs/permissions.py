@@ -11,6 +11,8 @@ at least `can_write`. Admins read and write everything.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import connection
 from django.db.models import Q, QuerySet
 
@@ -87,6 +89,29 @@ def readable_q(model: type, user: User) -> Q | None:
     if model in (User, Group):
         condition |= Q(uuid__in=nodes)
     return condition
+
+
+def readable_among(user: User, rows: Iterable[tuple[str, str]]) -> set[str]:
+    """Of `rows` (owner uuid, uuid) already fetched, the uuids `user` may read: the rule of
+    `readable_q` applied in Python, with at most one query (for the permission links that
+    point at objects whose owner is not in the map). For large reads that would otherwise
+    carry the condition in their SQL (lineage walks)."""
+    rows = list(rows)
+    if user.is_admin:
+        return {uuid for _, uuid in rows}
+    nodes = permission_map(user)
+    found = {uuid for owner, uuid in rows if owner in nodes or uuid in nodes}
+    rest = list({uuid for _, uuid in rows if uuid not in found})
+    if rest:
+        found.update(
+            Link.objects.filter(
+                link_class="permission",
+                name__in=_PERMISSION_NAMES,
+                tail_uuid__any=set(nodes),
+                head_uuid__any=set(rest),
+            ).values_list("head_uuid", flat=True)
+        )
+    return found
 
 
 def readable(queryset: QuerySet, user: User) -> QuerySet:

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from jobs import permissions
@@ -170,7 +169,9 @@ class Graph:
         if not uuids:
             return
         shown: dict[str, int] = {}
-        for reuse in JobReuse.objects.filter(job_uuid__any=uuids).order_by("-created_at", "-id"):
+        for reuse in JobReuse.objects.filter(job_uuid__any=set(uuids)).order_by(
+            "-created_at", "-id"
+        ):
             if shown.get(reuse.job_uuid, 0) >= REUSES_PER_JOB:
                 continue
             shown[reuse.job_uuid] = shown.get(reuse.job_uuid, 0) + 1
@@ -192,13 +193,17 @@ class Graph:
         readable: set[str] = set()
         names: dict[str, str] = {}
         if pdhs:
-            for pdh, name in permissions.readable(
-                Collection.objects.filter(portable_data_hash__any=pdhs, is_trashed=False),
-                self.user,
-            ).values_list("portable_data_hash", "name"):
-                readable.add(pdh)
-                if name and pdh not in names:
-                    names[pdh] = name
+            rows = list(
+                Collection.objects.filter(portable_data_hash__any=pdhs, is_trashed=False)
+                .order_by()
+                .values_list("portable_data_hash", "name", "owner_uuid", "uuid")
+            )
+            allowed = permissions.readable_among(self.user, ((r[2], r[3]) for r in rows))
+            for pdh, name, _, uuid in rows:
+                if uuid in allowed:
+                    readable.add(pdh)
+                    if name and pdh not in names:
+                        names[pdh] = name
         for n in self.nodes.values():
             if n["kind"] in ("collection", "working_dir"):
                 n["readable"] = n["id"] in readable
@@ -223,16 +228,13 @@ def _plain(value: Any) -> Any:
 
 def _jobs(queryset: Any, user: User | None = None) -> list[dict[str, Any]]:
     """The jobs' attributes; with `user`, each row's `readable` says whether `user` may read
-    it (computed in the same query)."""
-    if user is None:
-        return list(queryset.values(*JOB_FIELDS))
-    condition = permissions.readable_q(Job, user)
-    readable = (
-        Value(True)
-        if condition is None
-        else Case(When(condition, then=Value(True)), default=Value(False))
-    )
-    return list(queryset.annotate(readable=readable).values(*JOB_FIELDS, "readable"))
+    it (`permissions.readable_among`: the rule applied to the rows, not in their query)."""
+    rows = list(queryset.values(*JOB_FIELDS))
+    if user is not None:
+        readable = permissions.readable_among(user, ((r["owner_uuid"], r["uuid"]) for r in rows))
+        for row in rows:
+            row["readable"] = row["uuid"] in readable
+    return rows
 
 
 def _readable_uuids(user: User, uuids: Iterable[str]) -> set[str]:
@@ -314,7 +316,7 @@ def lineage(
 def _inputs_into(graph: Graph, uuids: list[str]) -> set[str]:
     """Edges from the collections these (readable) jobs read; returns their PDHs."""
     found = set()
-    for pdh, job_uuid, kind in JobInput.objects.filter(job_uuid__any=uuids).values_list(
+    for pdh, job_uuid, kind in JobInput.objects.filter(job_uuid__any=set(uuids)).values_list(
         "portable_data_hash", "job_uuid", "kind"
     ):
         if kind == "working_dir":
