@@ -358,6 +358,12 @@ def test_inputs_from_collections_are_placed_in_the_working_tree(client: Any, w: 
         and "./inputs/inputs" in tree.manifest_text
         and "data.csv" in tree.manifest_text
     )
+    from jobs.provenance import lineage
+
+    graph = lineage(user=w.active_user, ident=job.uuid, depth=1)
+    assert {"from": data, "to": job.uuid, "kind": "input"} in graph["edges"]
+    assert {"from": job.working_dir, "to": job.uuid, "kind": "ran"} in graph["edges"]
+    assert [n["door"] for n in graph["nodes"] if n["id"] == job.uuid] == ["bacalhau"]
     assert job.runtime_constraints["mounts"] == [
         {"source": "src", "subpath": "inputs/inputs", "path": "/inputs"},
         {"source": "output", "subpath": "outputs", "path": "/outputs"},
