@@ -92,6 +92,22 @@ class Answer:
             raise ClientError(f"The server's answer is not JSON: {self.body[:200]!r}") from None
 
 
+class _Connection(http.client.HTTPConnection):
+    """Requests go out without Nagle's delay. http.client writes the headers and a body
+    that is not `bytes` (a block's memoryview) separately; with Nagle on, the body then
+    waits for the server's delayed ACK of the headers, 40 ms on Linux."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _TLSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class ApiClient:
     def __init__(self, config: ClientConfig, *, timeout: float = 300) -> None:
         self.config = config
@@ -117,10 +133,8 @@ class ApiClient:
             if self.config.insecure:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.timeout, context=context
-            )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+            return _TLSConnection(self._host, self._port, timeout=self.timeout, context=context)
+        return _Connection(self._host, self._port, timeout=self.timeout)
 
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)

@@ -47,6 +47,7 @@ from jobs import manifests
 from jobs.exceptions import InvalidRequest
 
 BLOCK_SIZE = 64 * 1024 * 1024
+GROWTH_BUFFER = 64 * 1024  # for bytes beyond what a file's size said
 DEFAULT_THREADS = 4
 
 __all__ = ["CommandError", "get_target", "list_target", "put_paths"]
@@ -189,8 +190,12 @@ class _Uploader:
         self.fill = 0
 
     def _take(self) -> bytearray:
-        if 0 < self.remaining < BLOCK_SIZE:
-            return bytearray(self.remaining)  # the tail: small, and not pooled
+        if self.remaining < BLOCK_SIZE:
+            # The tail: small, and not pooled. With nothing left to read (a file that filled
+            # the last buffer exactly, read once more to see its end, or one that grew since
+            # it was measured, such as a log), a small one: bytearray() zeroes what it
+            # allocates, and 64 MiB cost 40 ms per 300-byte log.
+            return bytearray(self.remaining if self.remaining > 0 else GROWTH_BUFFER)
         if self.free.empty() and self.buffers < self.max_buffers:
             self.buffers += 1
             return bytearray(BLOCK_SIZE)

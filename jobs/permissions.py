@@ -103,14 +103,13 @@ def readable_among(user: User, rows: Iterable[tuple[str, str]]) -> set[str]:
     found = {uuid for owner, uuid in rows if owner in nodes or uuid in nodes}
     rest = list({uuid for _, uuid in rows if uuid not in found})
     if rest:
-        found.update(
-            Link.objects.filter(
-                link_class="permission",
-                name__in=_PERMISSION_NAMES,
-                tail_uuid__any=set(nodes),
-                head_uuid__any=set(rest),
-            ).values_list("head_uuid", flat=True)
-        )
+        granted = Link.objects.filter(
+            link_class="permission",
+            name__in=_PERMISSION_NAMES,
+            tail_uuid__any=set(nodes),
+            head_uuid__any=set(rest),
+        ).values_list("head_uuid", flat=True)
+        found.update(uuid for uuid in granted if uuid)
     return found
 
 
