@@ -51,11 +51,13 @@ What it does:
 `--what-if` measures suggested changes before they are made, applied in the bench's workers
 and profile only (see bench/dispatch_worker_settings.py); the output then says so.
 
-Targets (from the issue): at least 20 jobs/s, and a median delay at most 3 times the ping's
-round trip. It reports; it does not assert: the exit status is 0 whether or not targets are
-met (non-zero only if the benchmark itself could not run, e.g. a job failed or a process
-died). Processes it started are stopped (by process group), the database dropped and the
-Redis database flushed on every exit path, Ctrl-C and SIGTERM included.
+Targets: at least 100 jobs/s, and with an idle queue a median create -> Running at most 3
+times the ping's round trip (the `--idle-jobs` measurement; the batch's delay, mostly time
+queued, is printed for information). It reports; it does not assert: the exit status is 0
+whether or not targets are met (non-zero only if the benchmark itself could not run, e.g. a
+job failed or a process died). Processes it started are stopped (by process group), the
+database dropped and the Redis database flushed on every exit path, Ctrl-C and SIGTERM
+included.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/crunch_bench_dispatch"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
-TARGET_JOBS_PER_SECOND = 20.0
+TARGET_JOBS_PER_SECOND = 100.0
 TARGET_RATIO = 3.0
 SCRIPT = "noop"
 SCRIPT_TEXT = "#!/bin/sh\ntrue\n"
@@ -1341,15 +1343,25 @@ def report(
     )
     print()
     rate_ok = rate >= TARGET_JOBS_PER_SECOND
-    ratio_ok = ratio <= TARGET_RATIO
     print(
         f"jobs/s: {rate:.2f} (target >= {TARGET_JOBS_PER_SECOND:g}: "
         f"{'MET' if rate_ok else 'NOT MET'})"
     )
     print(
-        f"median delay / ping median = {ms(median(delays))} / {ms(ping_median)} ms = "
-        f"{ratio:.2f}x (target <= {TARGET_RATIO:g}x: {'MET' if ratio_ok else 'NOT MET'})"
+        f"batch: median delay / ping median = {ms(median(delays))} / {ms(ping_median)} ms = "
+        f"{ratio:.2f}x (for information: mostly time queued behind the batch)"
     )
+    if idle_delays:
+        idle_ratio = median(idle_delays) / ping_median
+        ratio_ok = idle_ratio <= TARGET_RATIO
+        print(
+            f"idle: median create -> Running / ping median = {ms(median(idle_delays))} / "
+            f"{ms(ping_median)} ms = {idle_ratio:.2f}x "
+            f"(target <= {TARGET_RATIO:g}x: {'MET' if ratio_ok else 'NOT MET'})"
+        )
+    else:
+        ratio_ok = False
+        print("idle: not measured (--idle-jobs 0), so its target is not met")
     print(f"targets met: {int(rate_ok) + int(ratio_ok)} of 2")
     sys.stdout.flush()
 

@@ -32,6 +32,7 @@ from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.services.executions import executions_end_running
 from jobs.services.tokens import system_user, token_create
 from jobs.transitions import job_settle, job_transition
+from jobs.uuids import system_user_uuid
 from jobs.wakeups import notify
 
 log = logging.getLogger("crunch.runs")
@@ -128,7 +129,6 @@ def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
     the system user, recorded as running on `node_uuid`.
 
     Returns None when there is nothing to run (another worker won every race)."""
-    system = system_user()
     node = Node.objects.filter(uuid=node_uuid).first() if node_uuid else None
     view = placement.NodeView.of(node) if node is not None else None
     candidates = (
@@ -145,10 +145,10 @@ def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
             job_uuid=candidate.uuid,
             frm=JobState.QUEUED,
             to=JobState.RUNNING,
-            by=system.uuid,
+            by=system_user_uuid(),
             guard={"is_locked_by_uuid__isnull": True},
             fields={
-                "is_locked_by_uuid": system.uuid,
+                "is_locked_by_uuid": system_user_uuid(),
                 "worker_node_uuid": node_uuid,
                 "scheduling_status": None,
             },
@@ -290,7 +290,6 @@ def job_finish(
     """Record the end of a run: Running → Complete or Failed with its output and log. A job
     cancelled (or swept) meanwhile keeps its state and gets `finished_at` and the (partial)
     log (`jobs.transitions`: cancel raced with completion)."""
-    system = system_user()
     ended: dict[str, Any] = {}
     if log_pdh:
         ended["log"] = log_pdh
@@ -300,11 +299,11 @@ def job_finish(
         job_uuid=job_uuid,
         frm=JobState.RUNNING,
         to=JobState.COMPLETE if success else JobState.FAILED,
-        by=system.uuid,
+        by=system_user_uuid(),
         fields=ended | ({"output": output} if success else {}),
     )
     if job is None:
-        job = job_settle(job_uuid=job_uuid, by=system.uuid, fields=ended)
+        job = job_settle(job_uuid=job_uuid, by=system_user_uuid(), fields=ended)
     if job is None:  # still Queued: not a run's end (the claim was undone by hand)
         job = Job.objects.get(uuid=job_uuid)
     notify(job.uuid)
@@ -341,8 +340,8 @@ def sweep() -> SweepReport | None:
         report = SweepReport()
         now = timezone.now()
         ttl = dt.timedelta(seconds=settings.CRUNCH_WORKER_TTL)
-        system = system_user()
-        running = list(Job.objects.filter(state=JobState.RUNNING, is_locked_by_uuid=system.uuid))
+        system = system_user_uuid()  # runners lock as the system user
+        running = list(Job.objects.filter(state=JobState.RUNNING, is_locked_by_uuid=system))
         wanted = {j.worker_node_uuid for j in running if j.worker_node_uuid}
         nodes = {n.uuid: n for n in Node.objects.filter(uuid__in=wanted)}
         for job in running:
@@ -363,8 +362,8 @@ def sweep() -> SweepReport | None:
                 job_uuid=job.uuid,
                 frm=JobState.RUNNING,
                 to=JobState.FAILED,
-                by=system.uuid,
-                guard={"is_locked_by_uuid": system.uuid, "worker_node_uuid": job.worker_node_uuid},
+                by=system,
+                guard={"is_locked_by_uuid": system, "worker_node_uuid": job.worker_node_uuid},
             )
             if failed is None:
                 continue  # it ended meanwhile (its runner was alive after all, or a cancel)
