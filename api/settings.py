@@ -50,6 +50,10 @@ CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_JOBS = env_str("CRUNCH_DEFAULT_DOCKER_IMAGE_FOR_
 CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER = env_bool("CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER", False)
 # `GET /metrics` (Prometheus) without a token; otherwise an admin token is needed.
 CRUNCH_METRICS_PUBLIC = env_bool("CRUNCH_METRICS_PUBLIC", False)
+# Inputs a job names by URL (the Bacalhau-style door's urlDownload) are fetched by the API
+# server; by default only from public addresses, so a job cannot read the server's own
+# network (loopback, private, link-local ranges).
+CRUNCH_URL_INPUTS_PRIVATE = env_bool("CRUNCH_URL_INPUTS_PRIVATE", False)
 # Every process (API servers, workers) records its metrics in files here, which a scrape adds
 # up (prometheus_client's multiprocess mode). Set before prometheus_client is first imported.
 PROMETHEUS_MULTIPROC_DIR = Path(

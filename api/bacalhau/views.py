@@ -12,12 +12,15 @@ updates that job: the same ID, and a new `Version` when the spec changed.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import posixpath
+import socket
 import urllib.parse
 import urllib.request
 import uuid as uuidlib
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
@@ -240,14 +243,43 @@ def _with_inputs(
     )
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect could lead anywhere: it is answered as the error it is
+
+
+def _public(host: str, port: int) -> None:
+    """Refuse a host that resolves to the server's own networks (unless allowed)."""
+    if settings.CRUNCH_URL_INPUTS_PRIVATE:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise wire.bad(f"input source host {host}: {exc.strerror or exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            raise wire.bad(
+                f"input source host {host} is on a private network ({address}): URL inputs "
+                "are fetched by the server, from public addresses only "
+                "(CRUNCH_URL_INPUTS_PRIVATE=true allows others)"
+            )
+
+
 def _download(url: str) -> tuple[bytes, str]:
     parsed = urllib.parse.urlsplit(url)
     filename = posixpath.basename(urllib.parse.unquote(parsed.path)) or "download"
-    if filename in (".", "..") or "\x00" in filename:
+    if filename in (".", "..") or "\x00" in filename or "/" in filename:
         filename = "download"
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        raise wire.bad(f"input source {url}: the port is not a number") from None
+    _public(parsed.hostname or "", port)
+    opener = urllib.request.build_opener(_NoRedirects)
     request = urllib.request.Request(url, headers={"User-Agent": "crunch-bacalhau-door"})
     try:
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
+        with opener.open(request, timeout=DOWNLOAD_TIMEOUT) as response:
             data = response.read(DOWNLOAD_MAX + 1)
     except Exception as exc:
         raise wire.bad(f"input source {url}: download failed: {exc}") from None

@@ -579,6 +579,6 @@ def run_output(text: str, *, exit_code: int | None, reason: str | None) -> dict[
         "StdoutTruncated": len(printed) > limit,
         "stderr": "",
         "StderrTruncated": False,
-        "ExitCode": exit_code if exit_code is not None else 0,
+        "ExitCode": exit_code if exit_code is not None else -1,  # stopped before it exited
         "ErrorMsg": reason or "",
     }

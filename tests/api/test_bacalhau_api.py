@@ -506,3 +506,52 @@ def test_resources_and_timeouts_in_bacalhaus_units(client: Any, w: World) -> Non
     status, answer = put(client, w.active, spec(Type="service", Count=1))
     template = JobTemplate.objects.get(external_id=answer["JobID"])
     assert "max_run_time" not in Job.objects.get(template_uuid=template.uuid).runtime_constraints
+
+
+def test_url_inputs_on_the_servers_own_networks_are_refused(
+    client: Any, w: World, settings: Any, tmp_path: Any
+) -> None:
+    import http.server
+    import threading
+
+    (tmp_path / "data.txt").write_text("secret")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args, directory=str(tmp_path))
+
+        def do_GET(self) -> None:
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/data.txt")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def with_input(url: str) -> dict[str, Any]:
+        body = spec()
+        body["Job"]["Tasks"][0]["InputSources"] = [
+            {"Source": {"Type": "urlDownload", "Params": {"URL": url}}, "Target": "/inputs"}
+        ]
+        return body
+
+    try:
+        before = (Collection.objects.count(), JobTemplate.objects.count())
+        status, answer = put(client, w.active, with_input(f"{base}/data.txt"))
+        assert status == 400
+        assert "is on a private network (127.0.0.1)" in answer["message"]
+        assert (Collection.objects.count(), JobTemplate.objects.count()) == before
+        settings.CRUNCH_URL_INPUTS_PRIVATE = True
+        status, answer = put(client, w.active, with_input(f"{base}/moved"))
+        assert status == 400 and "download failed: HTTP Error 302" in answer["message"]
+        status, answer = put(client, w.active, with_input(f"{base}/data.txt"))
+        assert status == 200, answer
+    finally:
+        server.shutdown()

@@ -42,6 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, podman: Podman) -> Iterator[
         "CRUNCH_CONTAINER_RUN_ARGS": RUN_ARGS,
         "CRUNCH_WORKER_HEARTBEAT": "1",
         "CRUNCH_SWEEP_SECONDS": "1",
+        "CRUNCH_URL_INPUTS_PRIVATE": "true",  # the test serves its input on loopback
     }
     with running_stack(
         _kind(),
