@@ -333,7 +333,9 @@ class Runner:
         reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
         reader.start()
         stopped_because: str | None = None
-        last_poll = 0.0
+        # The job was Running when claimed a moment ago: the first look at its state comes a
+        # poll interval from now, like every other (a trivial job ends before it).
+        last_poll = time.monotonic()
         while process.poll() is None:
             now = time.monotonic()
             if deadline is not None and now > deadline:

@@ -124,13 +124,30 @@ def job_requirements(job: Job) -> placement.Requirements | str:
         return f"no suitable node: {exc}"
 
 
+_NODE_VIEWS: dict[str, placement.NodeView] = {}
+
+
+def node_view(node_uuid: str) -> placement.NodeView | None:
+    """What a node offers, as its worker registered it. Kept in the process once read: a
+    node's resources and labels never change (a worker that starts again is a new node,
+    with a new uuid), and a worker asks this at every claim."""
+    view = _NODE_VIEWS.get(node_uuid)
+    if view is None:
+        node = Node.objects.filter(uuid=node_uuid).first()
+        if node is None:
+            return None
+        if len(_NODE_VIEWS) >= 256:
+            _NODE_VIEWS.clear()
+        view = _NODE_VIEWS[node_uuid] = placement.NodeView.of(node)
+    return view
+
+
 def job_claim(*, worker: str, node_uuid: str | None = None) -> Job | None:
     """Claim the best Queued, unlocked job this node can run: it becomes Running, locked by
     the system user, recorded as running on `node_uuid`.
 
     Returns None when there is nothing to run (another worker won every race)."""
-    node = Node.objects.filter(uuid=node_uuid).first() if node_uuid else None
-    view = placement.NodeView.of(node) if node is not None else None
+    view = node_view(node_uuid) if node_uuid else None
     candidates = (
         queued_jobs()
         .filter(is_locked_by_uuid__isnull=True)
