@@ -261,6 +261,22 @@ def put_paths(
     threads: int = DEFAULT_THREADS,
 ) -> dict[str, Any]:
     """Store files and directories as a new collection; returns the collection record."""
+    text = upload_manifest(client, paths, threads=threads)
+    body: dict[str, Any] = {"manifest_text": text, "name": name or default_name()}
+    if owner_uuid:
+        body["owner_uuid"] = owner_uuid
+    collection: dict[str, Any] = client.call("POST", "collections", body={"collection": body})
+    expected = manifests.portable_data_hash(text)
+    if collection.get("portable_data_hash") != expected:
+        raise CommandError(
+            f"the server recorded {collection.get('portable_data_hash')}, expected {expected}"
+        )
+    return collection
+
+
+def upload_manifest(client: ApiClient, paths: list[str], *, threads: int = DEFAULT_THREADS) -> str:
+    """Store the blocks of files and directories; the manifest of a collection holding them
+    (its locators signed for the client's token), not recorded yet."""
     sources, dirs = collect_sources(paths)
     progress = Progress(sum(s.size for s in sources), label="put")
     uploader = _Uploader(client, threads, progress, sum(s.size for s in sources))
@@ -281,17 +297,7 @@ def put_paths(
                 for block, offset, length in pieces
             ],
         )
-    text = manifests.write_manifest(tree)
-    body: dict[str, Any] = {"manifest_text": text, "name": name or default_name()}
-    if owner_uuid:
-        body["owner_uuid"] = owner_uuid
-    collection: dict[str, Any] = client.call("POST", "collections", body={"collection": body})
-    expected = manifests.portable_data_hash(text)
-    if collection.get("portable_data_hash") != expected:
-        raise CommandError(
-            f"the server recorded {collection.get('portable_data_hash')}, expected {expected}"
-        )
-    return collection
+    return manifests.write_manifest(tree)
 
 
 def default_name() -> str:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from crunch.client import ApiClient, ClientError
-from crunch.keepcli import CommandError, put_paths
+from crunch.keepcli import CommandError, upload_manifest
+from jobs.exceptions import CrunchError
 from jobs.models import Job
 from jobs.services import runs
 from jobs.spec import what_runs
@@ -83,13 +84,12 @@ def store_log(client: ApiClient, job: Job) -> str | None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{job.uuid}.log.txt"
             path.write_text(runs.job_log_text(job_uuid=job.uuid))
-            collection = put_paths(
-                client,
-                [str(path)],
+            return runs.job_collection_create(
+                token=client.config.token,
+                manifest_text=upload_manifest(client, [str(path)]),
                 name=f"Log of job {job.uuid}: {what_runs(job)}"[:255],
                 owner_uuid=job.owner_uuid,
             )
-            return str(collection["portable_data_hash"])
-    except (ClientError, CommandError, OSError) as exc:
+    except (ClientError, CommandError, OSError, CrunchError) as exc:
         log.warning("could not save the log of %s: %s", job.uuid, exc)
         return None

@@ -46,7 +46,7 @@ from django.conf import settings
 
 from crunch import pyenv
 from crunch.client import ApiClient, ClientConfig, ClientError
-from crunch.keepcli import CommandError, get_target, put_paths
+from crunch.keepcli import CommandError, get_target, upload_manifest
 from crunch.runlog import LogWriter, store_log
 from crunch.runtimes import (
     ContainerRuntime,
@@ -57,6 +57,7 @@ from crunch.runtimes import (
     run_as,
 )
 from crunch.sources import checkout, copy_working_dir
+from jobs.exceptions import CrunchError
 from jobs.models import Execution, ExecutionState, Job, JobState
 from jobs.services import executions, runs
 from jobs.spec import what_runs
@@ -374,13 +375,17 @@ class Runner:
     # --- results --------------------------------------------------------------------------
 
     def _save_output(self) -> str:
-        collection = put_paths(
-            self.client,
-            [str(self.output_dir) + os.sep],
-            name=f"Output of job {self.job.uuid}: {what_runs(self.job)}"[:255],
-            owner_uuid=self.job.owner_uuid,
-        )
-        return str(collection["portable_data_hash"])
+        assert self.token is not None
+        manifest_text = upload_manifest(self.client, [str(self.output_dir) + os.sep])
+        try:
+            return runs.job_collection_create(
+                token=self.token,
+                manifest_text=manifest_text,
+                name=f"Output of job {self.job.uuid}: {what_runs(self.job)}"[:255],
+                owner_uuid=self.job.owner_uuid,
+            )
+        except CrunchError as exc:  # as the API would have refused it
+            raise RunFailed(f"could not record the output: {'; '.join(exc.messages)}") from None
 
     def _save_log(self) -> str | None:
         self.log.flush()

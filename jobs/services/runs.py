@@ -210,6 +210,28 @@ def hint_target(*, job_uuid: str, node_uuid: str | None) -> tuple[str, str] | No
     return None
 
 
+def job_collection_create(*, token: str, manifest_text: str, name: str, owner_uuid: str) -> str:
+    """Record a collection a run made (its output, its log) as the job's token's user, through
+    the same service, checks and signature verification as `POST /arvados/v1/collections`;
+    its PDH. The blocks were stored through Keep already: a worker writes its blocks through
+    the API (the store may be elsewhere) and its records, like its claim and its log chunks,
+    in the database it shares with the API."""
+    from jobs.exceptions import NotLoggedIn
+    from jobs.models import Collection
+    from jobs.services.objects import Actor
+    from jobs.services.resources import service_for
+    from jobs.services.tokens import token_authenticate
+
+    auth = token_authenticate(presented=token, ip_address=None)
+    if auth is None:
+        raise NotLoggedIn()
+    collection = service_for(Collection).create(
+        actor=Actor(user=auth.user, auth=auth),
+        attrs={"manifest_text": manifest_text, "name": name, "owner_uuid": owner_uuid},
+    )
+    return str(collection.portable_data_hash)
+
+
 def job_token_create(*, job: Job, lifetime: dt.timedelta) -> str:
     """A token for the job's script and runner, acting as the job's submitter; it expires
     (and is revoked when the job ends)."""
