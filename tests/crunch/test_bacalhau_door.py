@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import HealthCheck, assume, given, settings
 
+from tests.api.test_bacalhau_api import fuzzed_jobs
+from tests.api.test_bacalhau_api import values as any_values
 from tests.crunch.podman import IMAGE_TAG, RUN_ARGS, Podman
-from tests.crunch.stack import Stack, running_stack
+from tests.crunch.stack import Stack, manage, running_stack
 from tests.crunch.test_nomad_door import _kind
 
 bacalhau_apiclient = pytest.importorskip("bacalhau_apiclient")
@@ -354,3 +357,65 @@ def test_logs_stream_over_the_websocket_as_bacalhaus_frames(
             return exc.response.status_code
 
     assert asyncio.run(refused()) == 401  # no token
+
+
+def test_a_namespace_the_caller_cannot_write_is_a_403(b: OrchestratorApi, stack: Stack) -> None:
+    project = stack.call(
+        "POST", "groups", json={"group": {"name": "lab", "group_class": "project"}}
+    )
+    reader_token = manage(stack.env, "create_api_token", "reader")
+    reader_uuid = requests.get(
+        f"{stack.url}/arvados/v1/users/current",
+        headers={"Authorization": f"Bearer {reader_token}"},
+        timeout=30,
+    ).json()["uuid"]
+    link = {
+        "link_class": "permission",
+        "name": "can_read",
+        "tail_uuid": reader_uuid,
+        "head_uuid": project["uuid"],
+    }
+    stack.call("POST", "links", json={"link": link})
+    answer = put(b, job("echo in the lab", namespace="lab"))
+    reader = client_for(stack, reader_token)
+    assert reader.orchestratorget_job(answer.job_id).job.namespace == "lab"
+    with pytest.raises(ApiException) as caught:
+        put(reader, job("echo not allowed", namespace="lab"))
+    assert caught.value.status == 403
+    assert "permission denied" in json.loads(caught.value.body)["message"]
+    with pytest.raises(ApiException) as caught:
+        reader.orchestratorstop_job(answer.job_id, reason="None")
+    assert caught.value.status == 403
+
+
+def _counts(stack: Stack) -> tuple[int, int]:
+    """Bacalhau jobs and Crunch jobs (collections are left out: jobs accepted earlier in the
+    run store their logs meanwhile)."""
+
+    listed = requests.get(
+        f"{stack.url}{BASE}/jobs",
+        params={"namespace": "*"},
+        headers={"Authorization": f"Bearer {stack.token}"},
+        timeout=30,
+    ).json()
+    jobs = stack.call("GET", "jobs", params={"limit": "0"})
+    return len(listed["Items"]), int(jobs["items_available"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(job_spec=fuzzed_jobs | any_values)
+def test_fuzzed_specs_through_the_apiclient_are_4xx_and_create_nothing(
+    stack: Stack, job_spec: Any
+) -> None:
+    b = client_for(stack)
+    before = _counts(stack)
+    body = {"Job": job_spec} if isinstance(job_spec, dict) else job_spec
+    assume(body is not None)  # the client refuses to send no body at all, by itself
+    try:
+        answer = b.orchestratorput_job(body)
+    except ApiException as exc:
+        assert 400 <= exc.status < 500, (exc.status, exc.body)
+        assert set(json.loads(exc.body)) == {"message", "error"}
+        assert _counts(stack) == before
+    else:  # an acceptable spec: a job, which is stopped so that it runs no further
+        b.orchestratorstop_job(answer.job_id, reason="fuzzed")
