@@ -109,54 +109,6 @@ def _wait(client: ApiClient, job_id: str) -> dict[str, Any]:
         time.sleep(POLL_SECONDS)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        job = read_spec(args.file)
-        if args.reuse:
-            job["Meta"] = dict(job.get("Meta") or {}) | {"crunch.reuse": "true"}
-        client = ApiClient.from_env()
-        answer = _call(client, "PUT", f"{BASE}/jobs", body=json.dumps({"Job": job}).encode())
-        job_id = answer["JobID"]
-        if args.id_only:
-            print(job_id)
-        else:
-            for warning in answer.get("Warnings") or []:
-                print(f"Warning: {warning}", file=sys.stderr)
-            print(f"Job successfully submitted. Job ID: {job_id}")
-        if args.explain:
-            reused = [w for w in answer.get("Warnings") or [] if "results are returned" in w]
-            if reused:
-                print(f"Reused: {reused[0]}", file=sys.stderr)
-            elif (job.get("Meta") or {}).get("crunch.reuse", "").lower() != "true":
-                print("Not reused: reuse was not asked for (--reuse)", file=sys.stderr)
-            else:
-                print(
-                    "Not reused: no earlier batch job you can read ran the same image, "
-                    "command, environment and inputs as many times and completed",
-                    file=sys.stderr,
-                )
-        if args.follow:
-            _follow(client, job_id)
-        if not (args.wait or args.follow):
-            if not args.id_only:
-                print(
-                    f"To get more details about the run, execute:\n\tcrunch job describe {job_id}"
-                )
-            return EXIT_OK
-        final = _wait(client, job_id)
-        state = final["State"]
-        if not args.id_only:
-            message = f": {state['Message']}" if state.get("Message") else ""
-            print(f"Job {job_id} {state['StateType']}{message}")
-        return EXIT_OK if state["StateType"] == "Completed" else EXIT_FAILED
-    except Failure as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.code
-    except ClientError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-
-
 def _guard(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -169,6 +121,49 @@ def _guard(fn: Any) -> Any:
             return EXIT_ERROR
 
     return run
+
+
+@_guard
+def cmd_run(args: argparse.Namespace, client: ApiClient) -> int:
+    job = read_spec(args.file)
+    if args.reuse:
+        job["Meta"] = dict(job.get("Meta") or {}) | {"crunch.reuse": "true"}
+    answer = _call(client, "PUT", f"{BASE}/jobs", body=json.dumps({"Job": job}).encode())
+    job_id = answer["JobID"]
+    if args.id_only:
+        print(job_id)
+    else:
+        for warning in answer.get("Warnings") or []:
+            print(f"Warning: {warning}", file=sys.stderr)
+        print(f"Job successfully submitted. Job ID: {job_id}")
+    if args.explain:
+        _explain(job, answer)
+    if args.follow:
+        _follow(client, job_id)
+    if not (args.wait or args.follow):
+        if not args.id_only:
+            print(f"To get more details about the run, execute:\n\tcrunch job describe {job_id}")
+        return EXIT_OK
+    final = _wait(client, job_id)
+    state = final["State"]
+    if not args.id_only:
+        message = f": {state['Message']}" if state.get("Message") else ""
+        print(f"Job {job_id} {state['StateType']}{message}")
+    return EXIT_OK if state["StateType"] == "Completed" else EXIT_FAILED
+
+
+def _explain(job: dict[str, Any], answer: dict[str, Any]) -> None:
+    reused = [w for w in answer.get("Warnings") or [] if "results are returned" in w]
+    if reused:
+        print(f"Reused: {reused[0]}", file=sys.stderr)
+    elif (job.get("Meta") or {}).get("crunch.reuse", "").lower() != "true":
+        print("Not reused: reuse was not asked for (--reuse)", file=sys.stderr)
+    else:
+        print(
+            "Not reused: no earlier batch job you can read ran the same image, "
+            "command, environment and inputs as many times and completed",
+            file=sys.stderr,
+        )
 
 
 @_guard
