@@ -51,9 +51,11 @@ What it does:
 `--what-if` measures suggested changes before they are made, applied in the bench's workers
 and profile only (see bench/dispatch_worker_settings.py); the output then says so.
 
-Targets: at least 100 jobs/s, and with an idle queue a median create -> Running at most 3
-times the ping's round trip (the `--idle-jobs` measurement; the batch's delay, mostly time
-queued, is printed for information). It reports; it does not assert: the exit status is 0
+Targets: at least 100 jobs/s; with an idle queue a median create -> Running at most 3 times
+the ping's round trip (the `--idle-jobs` measurement; the batch's delay, mostly time queued,
+is printed for information); and each worker's resident memory (main process and pool)
+after its last job at most 10% above that after its 100th (`--jobs 2200`: about 1,000 jobs
+per worker). It reports; it does not assert: the exit status is 0
 whether or not targets are met (non-zero only if the benchmark itself could not run, e.g. a
 job failed or a process died). Processes it started are stopped (by process group), the
 database dropped and the Redis database flushed on every exit path, Ctrl-C and SIGTERM
@@ -437,6 +439,121 @@ def check_complete(stack: Stack, times: list[JobTimes], api: Api) -> None:
             f"{len(bad)} jobs did not complete (e.g. {bad[0].uuid}: {bad[0].state}, "
             f"log {job.get('log')}); worker log:\n" + tail(stack.work / "logs" / "worker1.log")
         )
+
+
+# --- worker memory -------------------------------------------------------------------------
+
+
+def _tree(root: int) -> list[tuple[int, str]]:
+    """(pid, command) of `root` and every process under it."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat is not None:
+                table[int(entry)] = (stat[0], stat[1])
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (ppid, _) in table.items():
+        children[ppid].append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            found.append((pid, table[pid][1]))
+            todo.extend(children[pid])
+    return found
+
+
+def _rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])  # kB
+        except OSError:
+            continue
+    return total / 1024
+
+
+@dataclass
+class MemoryWatch:
+    """Resident memory of each worker (its main process and pool, not the programs it runs)
+    after it has finished `after` jobs, and at the end, with how many it had finished."""
+
+    roots: dict[str, int]  # worker name -> its process
+    after: int = 100
+    nodes: dict[str, str] = field(default_factory=dict)  # node uuid -> worker name
+    first: dict[str, tuple[int, float]] = field(default_factory=dict)
+    last: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self, database_url: str) -> None:
+        """Read every 0.25 s on a thread of its own, from now until `stop`."""
+        import psycopg
+
+        def loop() -> None:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                while not self._done.wait(0.25):
+                    self.poll(conn)
+                self.poll(conn, final=True)
+
+        self._thread = threading.Thread(target=loop, name="memory-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _own(self, name: str) -> list[int]:
+        return [
+            pid
+            for pid, command in _tree(self.roots[name])
+            if "python" in command or "celery" in command
+        ]
+
+    def poll(self, conn: Any, *, final: bool = False) -> None:
+        if len(self.nodes) < len(self.roots):
+            for uuid, pid in conn.execute("SELECT uuid, (info->>'pid')::int FROM nodes"):
+                for name in self.roots:
+                    if pid in {p for p, _ in _tree(self.roots[name])}:
+                        self.nodes[uuid] = name
+        counts = conn.execute(
+            "SELECT worker_node_uuid, count(*) FROM jobs WHERE finished_at IS NOT NULL"
+            " GROUP BY worker_node_uuid"
+        ).fetchall()
+        for uuid, count in counts:
+            name = self.nodes.get(uuid)
+            if name is None:
+                continue
+            if name not in self.first and count >= self.after:
+                self.first[name] = (count, _rss_mib(self._own(name)))
+            if final:
+                self.last[name] = (count, _rss_mib(self._own(name)))
+
+    def worst_growth(self) -> float | None:
+        """The largest growth in percent, None unless every worker was measured."""
+        if not self.roots or any(n not in self.first or n not in self.last for n in self.roots):
+            return None
+        return max(
+            (self.last[n][1] - self.first[n][1]) / self.first[n][1] * 100 for n in self.roots
+        )
+
+    def lines(self) -> list[str]:
+        out = []
+        for name in self.roots:
+            if name in self.first and name in self.last:
+                (n0, m0), (n1, m1) = self.first[name], self.last[name]
+                growth = (m1 - m0) / m0 * 100 if m0 else 0.0
+                out.append(
+                    f"  {name}: {m0:.1f} MiB after {n0} jobs, {m1:.1f} MiB after {n1} "
+                    f"({growth:+.1f}%; target: at most +10% from 100 to 1,000 jobs)"
+                )
+            else:
+                out.append(f"  {name}: ran fewer than {self.after} jobs, not measured")
+        return out
 
 
 # --- CPU accounting -------------------------------------------------------------------------
@@ -987,6 +1104,8 @@ def run(args: argparse.Namespace, stack: Stack) -> int:
     load_before = os.getloadavg()[0]
     sessions_before = pg_sessions(args.database_url)
     cpu_before = cpu_by_group(roots)
+    memory = MemoryWatch({name: pid for name, pid in roots.items() if "worker" in name})
+    memory.start(args.database_url)
     wall_started = time.perf_counter()
 
     def submit(i: int) -> tuple[float, float, dict[str, Any]]:
@@ -1001,6 +1120,7 @@ def run(args: argparse.Namespace, stack: Stack) -> int:
     submitted = time.perf_counter()
     uuids = [job["uuid"] for _, _, job in answers]
     wait_finished(stack, uuids, args.timeout)
+    memory.stop()
     drained = time.perf_counter()
     cpu_after = cpu_by_group(roots)
     time.sleep(1.0)  # backends report their sessions to pg_stat_database within a second
@@ -1061,6 +1181,7 @@ def run(args: argparse.Namespace, stack: Stack) -> int:
         received,
         sessions_after - sessions_before,
         task_outcomes(stack),
+        memory,
     )
 
     if args.command_jobs > 0:
@@ -1200,6 +1321,7 @@ def report(
     received: dict[str, dt.datetime],
     sessions: int,
     outcomes: tuple[int, int],
+    memory: MemoryWatch,
 ) -> None:
     n = len(times)
     first_created = min(t.created_at for t in times)
@@ -1329,6 +1451,10 @@ def report(
         print(f"  {name:<44} {used:7.2f} s  {used / n * 1000:6.1f} ms/job")
     cpus = os.cpu_count() or 1
     print(f"  (capacity: {cpus} CPUs x {wall:.2f} s = {cpus * wall:.2f} s)")
+    print("worker memory (resident, each worker's main process and pool; --jobs 2200 gives")
+    print("  each of 2 workers about 1,000 jobs):")
+    for line in memory.lines():
+        print(line)
     print(
         f"PostgreSQL sessions opened during the batch: {sessions} "
         f"({sessions / n:.2f} per job; this process's own polling: 1-2)"
@@ -1362,7 +1488,16 @@ def report(
     else:
         ratio_ok = False
         print("idle: not measured (--idle-jobs 0), so its target is not met")
-    print(f"targets met: {int(rate_ok) + int(ratio_ok)} of 2")
+    growth = memory.worst_growth()
+    memory_ok = growth is not None and growth <= 10
+    if growth is None:
+        print("memory: not measured (a worker ran fewer than 100 jobs), so not met")
+    else:
+        print(
+            f"memory: worst worker growth {growth:+.1f}% from its 100th job to its last "
+            f"(target <= +10%: {'MET' if memory_ok else 'NOT MET'})"
+        )
+    print(f"targets met: {int(rate_ok) + int(ratio_ok) + int(memory_ok)} of 3")
     sys.stdout.flush()
 
 

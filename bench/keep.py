@@ -14,8 +14,9 @@ What it does:
    Between rounds the copies and the stored blocks are removed, so every `put` writes every
    block (no deduplication) and every `cp` writes a new file. Each round starts after a
    `sync`, and all runs read from a warm page cache, alike.
-4. Prints the median MB/s of each, and the ratios of `put` and `get` to `cp`, with the target
-   (at least 0.5) and whether it is met.
+4. Prints the median MB/s of each, and the ratios of `put` and `get` to `cp` + `sync` (the
+   copy made as durable as the store makes a block), with the target (at least 0.5) and
+   whether it is met; the ratio to plain `cp` for information.
 
 It reports; it does not assert: the exit status is 0 whether or not the target is met
 (non-zero only if the benchmark itself could not run). The temporary directory and the
@@ -165,12 +166,12 @@ def main() -> int:
         print(f"  cp           {rate['cp']:8.0f} MB/s")
         print(f"  cp + sync    {rate['cp_sync']:8.0f} MB/s   (the copy made durable)")
         for name in ("put", "get"):
-            ratio = rate[name] / rate["cp"]
+            ratio = rate[name] / rate["cp_sync"]
             verdict = "met" if ratio >= TARGET else "NOT met"
             print(
-                f"  crunch {name}   {rate[name]:8.0f} MB/s   {ratio:5.2f}x cp   "
+                f"  crunch {name}   {rate[name]:8.0f} MB/s   {ratio:5.2f}x cp+sync   "
                 f"(target >= {TARGET}x: {verdict})   "
-                f"{rate[name] / rate['cp_sync']:5.2f}x cp+sync (no target)"
+                f"{rate[name] / rate['cp']:5.2f}x cp (no target)"
             )
         return 0
     finally:
