@@ -89,6 +89,12 @@ def hosted_git_dir(*, user: User | None, repo: str, restrict: bool = True) -> Pa
         raise not_found
     if restrict and user is None:
         raise not_found
+    # A request asks several times (the commit, the script in it, the internal tag): the
+    # answer is kept on the user object, which lives as long as the request, as the
+    # permission map is.
+    cache: dict[str, Path] | None = getattr(user, "_hosted_git_dirs", None) if restrict else None
+    if cache is not None and repo in cache and (cache[repo] / "HEAD").is_file():
+        return cache[repo]
     # The rows by name, then the read check against the user's (cached) permission map, as
     # `selectors.readable_object` does: cheaper than joining the permission condition in.
     rows = Repository.objects.filter(name=repo).values_list("uuid", "owner_uuid")[:2]
@@ -104,4 +110,9 @@ def hosted_git_dir(*, user: User | None, repo: str, restrict: bool = True) -> Pa
     path = repository_path(found[0].uuid)
     if not (path / "HEAD").is_file():
         raise RepositoryUnusable(f"no local repository for '{repo}'")
+    if restrict and user is not None:
+        if cache is None:
+            cache = {}
+            user._hosted_git_dirs = cache  # type: ignore[attr-defined]
+        cache[repo] = path
     return path
