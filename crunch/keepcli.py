@@ -274,6 +274,21 @@ def put_paths(
     return collection
 
 
+def upload_bytes(client: ApiClient, name: str, data: bytes) -> str:
+    """Store `data` as the one file `name`; the manifest of a collection holding it (not
+    recorded yet). For what is already in memory and small (a job's log): no file, no upload
+    threads."""
+    if len(data) > BLOCK_SIZE:
+        raise ValueError("upload_bytes takes at most one block")
+    tree = manifests.ManifestTree()
+    pieces = []
+    if data:
+        locator = client.block_put(data)
+        pieces.append(manifests.Piece(locator, len(data), 0, len(data)))
+    tree.add_file(name, pieces)
+    return manifests.write_manifest(tree)
+
+
 def upload_manifest(client: ApiClient, paths: list[str], *, threads: int = DEFAULT_THREADS) -> str:
     """Store the blocks of files and directories; the manifest of a collection holding them
     (its locators signed for the client's token), not recorded yet."""

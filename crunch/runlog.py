@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from crunch.client import ApiClient, ClientError
-from crunch.keepcli import CommandError, upload_manifest
+from crunch.keepcli import BLOCK_SIZE, CommandError, upload_bytes, upload_manifest
 from jobs.exceptions import CrunchError
 from jobs.models import Job
 from jobs.services import runs
@@ -81,15 +81,22 @@ def store_log(client: ApiClient, job: Job) -> str | None:
     when it could not be stored (said in the worker's log). The runner does this when a run
     ends, the sweeper for a job whose runner is gone."""
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{job.uuid}.log.txt"
-            path.write_text(runs.job_log_text(job_uuid=job.uuid))
-            return runs.job_collection_create(
-                token=client.config.token,
-                manifest_text=upload_manifest(client, [str(path)]),
-                name=f"Log of job {job.uuid}: {what_runs(job)}"[:255],
-                owner_uuid=job.owner_uuid,
-            )
+        name = f"{job.uuid}.log.txt"
+        data = runs.job_log_text(job_uuid=job.uuid).encode("utf-8")
+        if len(data) <= BLOCK_SIZE:
+            manifest_text = upload_bytes(client, name, data)
+        else:  # a big log: read back from a file, block by block, on upload threads
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / name
+                path.write_bytes(data)
+                del data
+                manifest_text = upload_manifest(client, [str(path)])
+        return runs.job_collection_create(
+            token=client.config.token,
+            manifest_text=manifest_text,
+            name=f"Log of job {job.uuid}: {what_runs(job)}"[:255],
+            owner_uuid=job.owner_uuid,
+        )
     except (ClientError, CommandError, OSError, CrunchError) as exc:
         log.warning("could not save the log of %s: %s", job.uuid, exc)
         return None
