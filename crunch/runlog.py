@@ -16,6 +16,7 @@ from crunch.keepcli import BLOCK_SIZE, CommandError, upload_bytes, upload_manife
 from jobs.exceptions import CrunchError
 from jobs.models import Job
 from jobs.services import runs
+from jobs.services.objects import Actor
 from jobs.spec import what_runs
 
 log = logging.getLogger("crunch.runner")
@@ -76,10 +77,11 @@ class LogWriter:
         self.last_flush = time.monotonic()
 
 
-def store_log(client: ApiClient, job: Job) -> str | None:
-    """Store a job's log chunks as its log collection (`<uuid>.log.txt`); its PDH, or None
-    when it could not be stored (said in the worker's log). The runner does this when a run
-    ends, the sweeper for a job whose runner is gone."""
+def store_log(client: ApiClient, job: Job, actor: Actor | None = None) -> str | None:
+    """Store a job's log chunks as its log collection (`<uuid>.log.txt`) as `actor` (by
+    default, the client's token's user); its PDH, or None when it could not be stored (said
+    in the worker's log). The runner does this when a run ends, the sweeper for a job whose
+    runner is gone."""
     try:
         name = f"{job.uuid}.log.txt"
         data = runs.job_log_text(job_uuid=job.uuid).encode("utf-8")
@@ -92,7 +94,7 @@ def store_log(client: ApiClient, job: Job) -> str | None:
                 del data
                 manifest_text = upload_manifest(client, [str(path)])
         return runs.job_collection_create(
-            token=client.config.token,
+            actor=actor or runs.job_actor(token=client.config.token),
             manifest_text=manifest_text,
             name=f"Log of job {job.uuid}: {what_runs(job)}"[:255],
             owner_uuid=job.owner_uuid,

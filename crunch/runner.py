@@ -60,6 +60,7 @@ from crunch.sources import checkout, copy_working_dir
 from jobs.exceptions import CrunchError
 from jobs.models import Execution, ExecutionState, Job, JobState
 from jobs.services import executions, runs
+from jobs.services.objects import Actor
 from jobs.spec import what_runs
 
 # Re-exported: the runner's parts, where callers and tests have always found them.
@@ -121,6 +122,7 @@ class Runner:
         self.job = job
         self.log = LogWriter(job.uuid)
         self.token: str | None = None
+        self.actor: Actor | None = None
         self.dir = work_root() / job.uuid
         self.user: tuple[int, int] | None = None
         self.runtime: Runtime = (
@@ -375,11 +377,10 @@ class Runner:
     # --- results --------------------------------------------------------------------------
 
     def _save_output(self) -> str:
-        assert self.token is not None
         manifest_text = upload_manifest(self.client, [str(self.output_dir) + os.sep])
         try:
             return runs.job_collection_create(
-                token=self.token,
+                actor=self._actor(),
                 manifest_text=manifest_text,
                 name=f"Output of job {self.job.uuid}: {what_runs(self.job)}"[:255],
                 owner_uuid=self.job.owner_uuid,
@@ -391,4 +392,16 @@ class Runner:
         self.log.flush()
         if self.token is None:
             return None
-        return store_log(self.client, self.job)
+        try:
+            actor = self._actor()
+        except CrunchError as exc:
+            log.warning("could not save the log of %s: %s", self.job.uuid, exc)
+            return None
+        return store_log(self.client, self.job, actor)
+
+    def _actor(self) -> Actor:
+        """Who the run's records are written as: its token's user, looked up once."""
+        if self.actor is None:
+            assert self.token is not None
+            self.actor = runs.job_actor(token=self.token)
+        return self.actor

@@ -30,6 +30,7 @@ from jobs.locks import try_advisory_lock
 from jobs.models import ApiClientAuthorization, ExecutionState, Job, JobState, LogChunk, Node, User
 from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.services.executions import executions_end_running
+from jobs.services.objects import Actor
 from jobs.services.tokens import system_user, token_create
 from jobs.transitions import job_settle, job_transition
 from jobs.uuids import system_user_uuid
@@ -210,23 +211,28 @@ def hint_target(*, job_uuid: str, node_uuid: str | None) -> tuple[str, str] | No
     return None
 
 
-def job_collection_create(*, token: str, manifest_text: str, name: str, owner_uuid: str) -> str:
-    """Record a collection a run made (its output, its log) as the job's token's user, through
-    the same service, checks and signature verification as `POST /arvados/v1/collections`;
-    its PDH. The blocks were stored through Keep already: a worker writes its blocks through
-    the API (the store may be elsewhere) and its records, like its claim and its log chunks,
-    in the database it shares with the API."""
+def job_actor(*, token: str) -> Actor:
+    """Who a run's token acts as (its submitter), for the records the run writes itself."""
     from jobs.exceptions import NotLoggedIn
-    from jobs.models import Collection
-    from jobs.services.objects import Actor
-    from jobs.services.resources import service_for
     from jobs.services.tokens import token_authenticate
 
     auth = token_authenticate(presented=token, ip_address=None)
     if auth is None:
         raise NotLoggedIn()
+    return Actor(user=auth.user, auth=auth)
+
+
+def job_collection_create(*, actor: Actor, manifest_text: str, name: str, owner_uuid: str) -> str:
+    """Record a collection a run made (its output, its log) as the run's token's user
+    (`job_actor`), through the same service, checks and signature verification as
+    `POST /arvados/v1/collections`; its PDH. The blocks were stored through Keep already: a
+    worker writes its blocks through the API (the store may be elsewhere) and its records,
+    like its claim and its log chunks, in the database it shares with the API."""
+    from jobs.models import Collection
+    from jobs.services.resources import service_for
+
     collection = service_for(Collection).create(
-        actor=Actor(user=auth.user, auth=auth),
+        actor=actor,
         attrs={"manifest_text": manifest_text, "name": name, "owner_uuid": owner_uuid},
     )
     return str(collection.portable_data_hash)
