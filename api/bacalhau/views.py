@@ -424,10 +424,10 @@ def list_jobs(request: HttpRequest) -> HttpResponseBase:
         if template.owner_uuid not in names:
             names[template.owner_uuid] = namespace_name(template.owner_uuid, actor)
         items.append(records.job_json(records.load(template, actor, names[template.owner_uuid])))
-    more = end is not None and end < len(chosen)
-    return JsonResponse(
-        {"Items": items, "NextToken": _token(order_by, reverse, limit, end) if more else ""}
-    )
+    token = ""
+    if end is not None and end < len(chosen):
+        token = _token(order_by, reverse, limit, end)
+    return JsonResponse({"Items": items, "NextToken": token})
 
 
 # --- nodes, version ------------------------------------------------------------------------------

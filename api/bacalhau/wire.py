@@ -28,7 +28,7 @@ TYPES = {
     "daemon": Schedule.EVERY_NODE,
     "service": Schedule.KEEP_RUNNING,
 }
-TYPE_OF_SCHEDULE = {v: k for k, v in TYPES.items()}
+TYPE_OF_SCHEDULE: dict[str, str] = {v.value: k for k, v in TYPES.items()}
 MAX_COUNT = 100
 MAX_MAP_ITEMS = 256
 MAX_TEXT = 4096
