@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.bacalhau import wire
-from jobs.models import Execution, Job, JobState, JobTemplate, LogChunk, Node, Schedule
+from jobs.models import Execution, Job, JobState, JobTemplate, Node, Schedule
 from jobs.services.objects import Actor
+from jobs.services.runs import execution_log_text
 
 COMPUTE_STATE = {
     "Running": "BidAccepted",
@@ -288,7 +289,10 @@ def execution_items(record: Record, *, with_output: bool) -> list[dict[str, Any]
             output = None
             if with_output and final:
                 output = wire.run_output(
-                    _execution_log(execution, runs[index + 1] if index + 1 < len(runs) else None),
+                    execution_log_text(
+                        execution=execution,
+                        following=runs[index + 1] if index + 1 < len(runs) else None,
+                    ),
                     exit_code=execution.exit_code,
                     reason=execution.reason,
                 )
@@ -319,16 +323,6 @@ def execution_items(record: Record, *, with_output: bool) -> list[dict[str, Any]
                 }
             )
     return items
-
-
-def _execution_log(execution: Execution, following: Execution | None) -> str:
-    chunks = LogChunk.objects.filter(job_uuid=execution.job_uuid, seq__gte=execution.log_seq)
-    if following is not None:
-        chunks = chunks.filter(seq__lt=following.log_seq)
-    return "".join(
-        t if t.endswith("\n") else t + "\n"
-        for t in chunks.order_by("seq").values_list("text", flat=True)[:10000]
-    )
 
 
 def history_items(

@@ -320,6 +320,16 @@ def job_log_text(*, job_uuid: str) -> str:
     )
 
 
+def execution_log_text(*, execution: Any, following: Any | None, limit: int = 10000) -> str:
+    """The part of a job's log one execution wrote: its chunks from its `log_seq` up to the
+    next execution's (at most `limit` chunks)."""
+    chunks = LogChunk.objects.filter(job_uuid=execution.job_uuid, seq__gte=execution.log_seq)
+    if following is not None:
+        chunks = chunks.filter(seq__lt=following.log_seq)
+    texts = chunks.order_by("seq").values_list("text", flat=True)[:limit]
+    return "".join(map(chunk_lines, texts))
+
+
 def job_state(*, job_uuid: str) -> str | None:
     return Job.objects.filter(uuid=job_uuid).values_list("state", flat=True).first()
 
