@@ -39,10 +39,11 @@ from jobs.selection import (
     CANDIDATE_ORDER,
     EXPLAIN_LIMIT,
     REUSED,
+    Candidate,
     Submission,
-    reusable,
+    candidates,
     reuse_record,
-    select,
+    select_job,
     state_reason,
 )
 from jobs.selectors import restrict_readable
@@ -281,17 +282,14 @@ def identity_lock(*, repository: str, script: str, digest: str) -> Iterator[None
 # --- Candidates ---------------------------------------------------------------------------
 
 
-def candidates_queryset(*, user: User, digest: str, filters: list[Any]) -> Any:
-    """§3.5 as one query: readable, reusable state, digest, deterministic, the filters."""
-    queryset = Job.objects.filter(script_parameters_digest=digest)
-    queryset = reusable(
-        queryset.filter(
-            Q(state=JobState.COMPLETE)
-            | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
-        )
+def search_candidates(*, user: User, digest: str, filters: list[Any]) -> list[Candidate]:
+    """§3.5 as one query: reusable state, digest, deterministic, the filters; then what the
+    caller may read, in the candidates' order."""
+    queryset = Job.objects.filter(script_parameters_digest=digest).filter(
+        Q(state=JobState.COMPLETE)
+        | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
     )
-    queryset = apply_filters(queryset, Job, filters=filters)
-    return restrict_readable(queryset, [user])
+    return candidates(apply_filters(queryset, Job, filters=filters), user=user)
 
 
 # --- Explanations -----------------------------------------------------------------------
@@ -425,10 +423,8 @@ def job_submit(
         else:
             in_sql.append(f)
 
-    def search() -> Any:
-        found = list(
-            candidates_queryset(user=user, digest=digest, filters=in_sql).order_by(*CANDIDATE_ORDER)
-        )
+    def search() -> list[Candidate]:
+        found = search_candidates(user=user, digest=digest, filters=in_sql)
         return [j for j in found if all(getattr(j, a) in v for a, v in in_python)]
 
     def record(chosen: Job) -> None:
@@ -444,15 +440,14 @@ def job_submit(
     # A hit is a read and needs no lock. Only a miss takes the identity lock, then searches
     # again (an identical submission may have created the job meanwhile) before creating.
     if not explain and not log.isEnabledFor(logging.DEBUG):
-        chosen, _ = select(search(), user=user)
+        chosen, _ = select_job(search(), user=user)
         if chosen is not None:
             record(chosen)
             return Submission(chosen, True, None)
     with identity_lock(
         repository=str(attrs.get("repository")), script=str(attrs.get("script")), digest=digest
     ):
-        candidates = search()
-        chosen, decisions = select(candidates, user=user)
+        chosen, decisions = select_job(search(), user=user)
         explanation = None
         if explain or log.isEnabledFor(logging.DEBUG):
             explanation = {

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Sum
 from django.db.models.functions import TruncMonth, TruncWeek
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from jobs.exceptions import InvalidRequest
@@ -76,20 +78,52 @@ def miss_reason(job: Job) -> str:
 
 
 def tally(
-    *, user_uuid: str, project_uuid: str, door: str, hit: bool, reason: str = "", saved: float = 0.0
+    *,
+    user_uuid: str,
+    project_uuid: str,
+    door: str,
+    hit: bool,
+    reason: str = "",
+    saved: float = 0.0,
+    record: models.Model | None = None,
 ) -> None:
-    """Count one submission (one statement, safe under concurrency)."""
+    """Count one submission (one statement, safe under concurrency). With `record`, a new
+    row to insert with it (a hit's `JobReuse`), in the same statement on PostgreSQL."""
     table = ReuseTally._meta.db_table
+    sql = (
+        f"INSERT INTO {table} "  # the table name is ours, never user text
+        "(day, user_uuid, project_uuid, door, hit, reason, count, saved_core_seconds) "
+        "VALUES (%s, %s, %s, %s, %s, %s, 1, %s) "
+        "ON CONFLICT (day, user_uuid, project_uuid, door, hit, reason) DO UPDATE SET "
+        f"count = {table}.count + 1, "
+        f"saved_core_seconds = {table}.saved_core_seconds + excluded.saved_core_seconds"
+    )
+    params: list[Any] = [
+        timezone.now().date(),
+        user_uuid,
+        project_uuid,
+        door,
+        hit,
+        reason[:255],
+        saved,
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} "  # the table name is ours, never user text
-            "(day, user_uuid, project_uuid, door, hit, reason, count, saved_core_seconds) "
-            "VALUES (%s, %s, %s, %s, %s, %s, 1, %s) "
-            "ON CONFLICT (day, user_uuid, project_uuid, door, hit, reason) DO UPDATE SET "
-            f"count = {table}.count + 1, "
-            f"saved_core_seconds = {table}.saved_core_seconds + excluded.saved_core_seconds",
-            [timezone.now().date(), user_uuid, project_uuid, door, hit, reason[:255], saved],
-        )
+        if record is not None:
+            insert_sql, insert_params = _insert_statement(record)
+            if connection.vendor == "postgresql":
+                sql, params = f"WITH recorded AS ({insert_sql}) {sql}", [*insert_params, *params]
+            else:
+                cursor.execute(insert_sql, insert_params)
+        cursor.execute(sql, params)
+
+
+def _insert_statement(obj: models.Model) -> tuple[str, Sequence[Any]]:
+    """The INSERT of a new row as the ORM writes it (values adapted by their fields)."""
+    fields = [f for f in obj._meta.concrete_fields if not f.primary_key]
+    query = InsertQuery(type(obj))
+    query.insert_values(fields, [obj])
+    [(sql, params)] = query.get_compiler(connection=connection).as_sql()
+    return sql, params
 
 
 def record_miss(*, job: Job, user_uuid: str) -> None:

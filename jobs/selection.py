@@ -10,6 +10,8 @@ each reuse. The Arvados API (jobs/reuse.py, with its `in git` filters) and the n
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +20,7 @@ from django.utils import timezone
 
 from jobs import savings
 from jobs.models import Job, JobReuse, JobState, User
-from jobs.selectors import readable_pdhs
+from jobs.selectors import readable_pdhs, restrict_readable
 from jobs.services.objects import Actor
 
 # §3.5 item 6: Running, Queued, then Complete ("R" > "Q" > "C"), oldest first; the id
@@ -30,21 +32,63 @@ REFUSED = object()
 REUSED = "reused"
 
 
-def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What selection reads of a candidate job. A hit hands back one job of what can be
+    dozens of candidates, so candidates are read as these few values (not as whole jobs,
+    whose parameters and constraints would all be decoded) and the chosen one is then read
+    in full (`chosen_job`)."""
+
+    pk: int
+    uuid: str
+    state: str
+    output: str | None
+    log: str | None
+    owner_uuid: str | None
+    script_version: str | None
+    arvados_sdk_version: str | None
+
+
+CANDIDATE_FIELDS = tuple(f.name for f in dataclasses.fields(Candidate))
+
+
+def candidates(queryset: Any, *, user: User) -> list[Candidate]:
+    """The jobs of `queryset` that may ever be reused (`reusable`) and that `user` may read,
+    in `CANDIDATE_ORDER`: one query."""
+    queryset = restrict_readable(reusable(queryset), [user]).order_by(*CANDIDATE_ORDER)
+    return [Candidate(*values) for values in queryset.values_list(*CANDIDATE_FIELDS)]
+
+
+def chosen_job(candidate: Candidate | None) -> Job | None:
+    """The whole job of a candidate, or None (also when it is gone since it was read)."""
+    return None if candidate is None else Job.objects.filter(pk=candidate.pk).first()
+
+
+def select_job(jobs: Sequence[Candidate], *, user: User) -> tuple[Job | None, dict[str, str]]:
+    """`select`, and the whole job it chose (None when none was, or when the chosen job was
+    deleted since the candidates were read)."""
+    chosen, reasons = select(jobs, user=user)
+    return chosen_job(chosen), reasons
+
+
+def select(jobs: Sequence[Candidate], *, user: User) -> tuple[Candidate | None, dict[str, str]]:
     """§3.6 / §3.7 over candidates in order; returns the choice and a reason per job.
 
     The reason of the job returned starts with "reused"; no other reason does.
     """
     reasons: dict[str, str] = {}
-    incomplete: Job | None = None
-    chosen: Any = None  # a Job, REFUSED or None
-    provisional: Job | None = None  # the job chosen before a refusal, if any
-    reference: Job | None = None  # the completed job whose output the others must match
+    incomplete: Candidate | None = None
+    chosen: Any = None  # a Candidate, REFUSED or None
+    provisional: Candidate | None = None  # the job chosen before a refusal, if any
+    reference: Candidate | None = None  # the completed job whose output the others must match
     refusal: str | None = None  # why no completed job is reused
     differ_ok = settings.CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER
+    complete = [j for j in jobs if j.state == JobState.COMPLETE and j.output and j.log]
+    # Without CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER only the oldest completed job's output and
+    # log are ever checked for readability (the others must only agree with its output).
     readable = readable_pdhs(
         user,
-        {p for j in jobs if j.state == JobState.COMPLETE for p in (j.output, j.log) if p},
+        {p for j in (complete if differ_ok else complete[:1]) for p in (j.output, j.log) if p},
     )
 
     for job in jobs:
@@ -121,7 +165,7 @@ def select(jobs: list[Job], *, user: User) -> tuple[Job | None, dict[str, str]]:
         reasons[provisional.uuid] = (
             f"not reused although its output and log are readable: {refusal}"
         )
-    result: Job | None = chosen if isinstance(chosen, Job) else incomplete
+    result: Candidate | None = chosen if isinstance(chosen, Candidate) else incomplete
     if result is not None and result.state != JobState.COMPLETE:
         reasons[result.uuid] = f"{REUSED}: your own {result.state} job" + (
             f" (no completed job is reused: {refusal})"
@@ -190,7 +234,7 @@ def reuse_record(
     supplied = attrs.get("script_version")
     saved = savings.core_seconds(job)
     project = project_uuid or actor.user.uuid
-    JobReuse.objects.create(
+    record = JobReuse(
         job_uuid=job.uuid,
         reused_by_user_uuid=actor.user.uuid,
         reused_by_client_uuid=actor.client_uuid,
@@ -201,4 +245,11 @@ def reuse_record(
         project_uuid=project,
         saved_core_seconds=saved,
     )
-    savings.tally(user_uuid=actor.user.uuid, project_uuid=project, door=door, hit=True, saved=saved)
+    savings.tally(
+        user_uuid=actor.user.uuid,
+        project_uuid=project,
+        door=door,
+        hit=True,
+        saved=saved,
+        record=record,
+    )

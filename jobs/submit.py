@@ -21,13 +21,13 @@ from jobs import spec as specs
 from jobs.locks import advisory_lock
 from jobs.models import Job, JobState
 from jobs.selection import (
-    CANDIDATE_ORDER,
     EXPLAIN_LIMIT,
     REUSED,
+    Candidate,
     Submission,
-    reusable,
+    candidates,
     reuse_record,
-    select,
+    select_job,
     state_reason,
 )
 from jobs.selectors import restrict_readable
@@ -35,15 +35,15 @@ from jobs.services.jobs import SERVICE
 from jobs.services.objects import Actor
 
 
-def reuse_candidates(*, user: Any, key: str) -> list[Job]:
+def reuse_candidates(*, user: Any, key: str) -> list[Candidate]:
     """Jobs with the identity `key` that `user` may reuse, in the order of spec §3.5."""
-    queryset = reusable(
+    return candidates(
         Job.objects.filter(reuse_key=key).filter(
             Q(state=JobState.COMPLETE)
             | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
-        )
+        ),
+        user=user,
     )
-    return list(restrict_readable(queryset, [user]).order_by(*CANDIDATE_ORDER))
 
 
 def job_submit(
@@ -72,14 +72,14 @@ def submit_prepared(*, actor: Actor, job: Job, reuse: bool, explain: bool) -> Su
     user = actor.user
     key = job.reuse_key or ""
     if not explain:
-        chosen, _ = select(reuse_candidates(user=user, key=key), user=user)
+        chosen, _ = select_job(reuse_candidates(user=user, key=key), user=user)
         if chosen is not None:
             record_hit(chosen, actor=actor, submitted=job)
             return Submission(chosen, True, None)
     # Identical concurrent submissions get one job: the second searches once the first's
     # job is committed.
     with advisory_lock(f"reuse-key\x00{key}"):
-        chosen, decisions = select(reuse_candidates(user=user, key=key), user=user)
+        chosen, decisions = select_job(reuse_candidates(user=user, key=key), user=user)
         explanation = (
             {
                 "reused": chosen is not None,

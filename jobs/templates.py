@@ -25,7 +25,7 @@ from jobs import permissions, placement
 from jobs.exceptions import Conflict, CrunchError, NotFound, PermissionDenied
 from jobs.models import Job, JobState, JobTemplate, Schedule, User
 from jobs.models.jobs import ACTIVE_STATES
-from jobs.selection import Submission
+from jobs.selection import Submission, chosen_job
 from jobs.selectors import object_by_uuid, restrict_readable
 from jobs.services.jobs import SERVICE, job_cancel
 from jobs.services.objects import Actor
@@ -286,8 +286,11 @@ def template_reusable(*, actor: Actor, door: str, spec: JobSpec, count: int) -> 
     """An earlier `once` template of `door` that ran exactly `spec` `count` times, all
     Complete, and that the caller may read; the reuse is recorded like every reuse."""
     job = template_check(actor=actor, spec=dataclasses.replace(spec, door=door))
-    for candidate in reuse_candidates(user=actor.user, key=job.reuse_key or ""):
-        if not candidate.template_uuid or candidate.state != JobState.COMPLETE:
+    for found in reuse_candidates(user=actor.user, key=job.reuse_key or ""):
+        if found.state != JobState.COMPLETE:
+            continue
+        candidate = chosen_job(found)
+        if candidate is None or not candidate.template_uuid:
             continue
         template = JobTemplate.objects.filter(
             uuid=candidate.template_uuid, door=door, schedule=Schedule.ONCE, count=count
