@@ -1,39 +1,15 @@
 """ASGI entry point: `crunch serve` runs this under uvicorn."""
 
 import os
-from typing import Any
 
 import django
-from asgiref.sync import sync_to_async
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-from django.core.handlers.asgi import ASGIHandler
-from django.http import HttpRequest, HttpResponseBase
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "api.settings")
 
-
-class SyncChainASGIHandler(ASGIHandler):
-    """Django's ASGI handler with the middleware chain and the view run as one synchronous
-    call on the request's thread, as under WSGI.
-
-    Every view and middleware here is synchronous (streaming responses iterate
-    asynchronously, after the chain). Django's own ASGI handler builds an asynchronous chain
-    instead, in which each middleware's process_request, process_view and process_response
-    and the view are separate hops between the event loop and the request's thread: about
-    fifteen per request, which cost more CPU than a simple view itself.
-    """
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        super().load_middleware(is_async=False)
-
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        # thread_sensitive: the request's own thread, where request_started ran (the
-        # database connection of this request lives there).
-        response: Any = await sync_to_async(self.get_response, thread_sensitive=True)(request)
-        return response
-
-
 django.setup(set_prefix=False)
+from api.asgi_handler import SyncChainASGIHandler  # noqa: E402
+
 django_application = SyncChainASGIHandler()
 
 from api.bacalhau.logs import ROUTES as BACALHAU_ROUTES  # noqa: E402
