@@ -77,9 +77,9 @@ class LogWriter:
         self.last_flush = time.monotonic()
 
 
-def store_log(client: ApiClient, job: Job, actor: Actor | None = None) -> str | None:
-    """Store a job's log chunks as its log collection (`<uuid>.log.txt`) as `actor` (by
-    default, the client's token's user); its PDH, or None when it could not be stored (said
+def store_log(client: ApiClient, job: Job, actor: Actor) -> str | None:
+    """Store a job's log chunks as its log collection (`<uuid>.log.txt`) as `actor` (the
+    run's token's user, `runs.job_token_create`); its PDH, or None when it could not be stored (said
     in the worker's log). The runner does this when a run ends, the sweeper for a job whose
     runner is gone."""
     try:
@@ -94,7 +94,7 @@ def store_log(client: ApiClient, job: Job, actor: Actor | None = None) -> str | 
                 del data
                 manifest_text = upload_manifest(client, [str(path)])
         return runs.job_collection_create(
-            actor=actor or runs.job_actor(token=client.config.token),
+            actor=actor,
             manifest_text=manifest_text,
             name=f"Log of job {job.uuid}: {what_runs(job)}"[:255],
             owner_uuid=job.owner_uuid,

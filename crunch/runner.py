@@ -138,9 +138,11 @@ class Runner:
         output: str | None = None
         try:
             self._attempt_start()
-            self.token = runs.job_token_create(
+            self.actor = runs.job_token_create(
                 job=self.job, lifetime=dt.timedelta(seconds=settings.CRUNCH_JOB_TOKEN_TTL)
             )
+            assert self.actor.auth is not None and self.actor.auth.api_token is not None
+            self.token = self.actor.auth.api_token
             self.client = ApiClient(
                 ClientConfig(base_url=settings.CRUNCH_API_URL, token=self.token)
             )
@@ -378,9 +380,10 @@ class Runner:
 
     def _save_output(self) -> str:
         manifest_text = upload_manifest(self.client, [str(self.output_dir) + os.sep])
+        assert self.actor is not None  # the run's token was made first
         try:
             return runs.job_collection_create(
-                actor=self._actor(),
+                actor=self.actor,
                 manifest_text=manifest_text,
                 name=f"Output of job {self.job.uuid}: {what_runs(self.job)}"[:255],
                 owner_uuid=self.job.owner_uuid,
@@ -390,18 +393,6 @@ class Runner:
 
     def _save_log(self) -> str | None:
         self.log.flush()
-        if self.token is None:
-            return None
-        try:
-            actor = self._actor()
-        except CrunchError as exc:
-            log.warning("could not save the log of %s: %s", self.job.uuid, exc)
-            return None
-        return store_log(self.client, self.job, actor)
-
-    def _actor(self) -> Actor:
-        """Who the run's records are written as: its token's user, looked up once."""
         if self.actor is None:
-            assert self.token is not None
-            self.actor = runs.job_actor(token=self.token)
-        return self.actor
+            return None
+        return store_log(self.client, self.job, self.actor)

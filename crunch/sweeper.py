@@ -196,10 +196,12 @@ def save_log(job_uuid: str) -> None:
     from jobs.services import runs
 
     job = Job.objects.get(uuid=job_uuid)
-    token = runs.job_token_create(job=job, lifetime=dt.timedelta(minutes=10))
+    actor = runs.job_token_create(job=job, lifetime=dt.timedelta(minutes=10))
+    assert actor.auth is not None and actor.auth.api_token is not None
+    token = actor.auth.api_token
     try:
         client = ApiClient(ClientConfig(base_url=settings.CRUNCH_API_URL, token=token))
-        log_pdh = store_log(client, job)
+        log_pdh = store_log(client, job, actor)
         if log_pdh is not None:
             runs.job_set_log(job_uuid=job_uuid, log_pdh=log_pdh)
     finally:

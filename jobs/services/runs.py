@@ -211,20 +211,9 @@ def hint_target(*, job_uuid: str, node_uuid: str | None) -> tuple[str, str] | No
     return None
 
 
-def job_actor(*, token: str) -> Actor:
-    """Who a run's token acts as (its submitter), for the records the run writes itself."""
-    from jobs.exceptions import NotLoggedIn
-    from jobs.services.tokens import token_authenticate
-
-    auth = token_authenticate(presented=token, ip_address=None)
-    if auth is None:
-        raise NotLoggedIn()
-    return Actor(user=auth.user, auth=auth)
-
-
 def job_collection_create(*, actor: Actor, manifest_text: str, name: str, owner_uuid: str) -> str:
     """Record a collection a run made (its output, its log) as the run's token's user
-    (`job_actor`), through the same service, checks and signature verification as
+    (`job_token_create`), through the same service, checks and signature verification as
     `POST /arvados/v1/collections`; its PDH. The blocks were stored through Keep already: a
     worker writes its blocks through the API (the store may be elsewhere) and its records,
     like its claim and its log chunks, in the database it shares with the API."""
@@ -238,19 +227,28 @@ def job_collection_create(*, actor: Actor, manifest_text: str, name: str, owner_
     return str(collection.portable_data_hash)
 
 
-def job_token_create(*, job: Job, lifetime: dt.timedelta) -> str:
+def job_token_create(*, job: Job, lifetime: dt.timedelta) -> Actor:
     """A token for the job's script and runner, acting as the job's submitter; it expires
-    (and is revoked when the job ends)."""
+    (and is revoked when the job ends). Returned as the actor the run writes its own records
+    as (its output and log collections); the secret is `actor.auth.api_token`."""
     # The submitter (spec §7.1: the last modifier), else the owner when that is a user.
+    submitter = job.modified_by_user_uuid
     user = (
-        User.objects.filter(uuid=job.modified_by_user_uuid).exclude(uuid=system_user().uuid).first()
+        (
+            User.objects.filter(uuid=submitter).first()
+            if submitter not in (None, system_user_uuid())
+            else None
+        )
         or User.objects.filter(uuid=job.owner_uuid).first()
         or system_user()
     )
-    auth = token_create(user=user, expires_at=timezone.now() + lifetime, owner_uuid=user.uuid)
-    ApiClientAuthorization.objects.filter(pk=auth.pk).update(default_owner_uuid=job.owner_uuid)
-    assert auth.api_token is not None
-    return auth.api_token
+    auth = token_create(
+        user=user,
+        expires_at=timezone.now() + lifetime,
+        owner_uuid=user.uuid,
+        default_owner_uuid=job.owner_uuid,
+    )
+    return Actor(user=user, auth=auth)
 
 
 def job_token_revoke(*, token_uuid_or_secret: str) -> None:

@@ -83,6 +83,7 @@ def token_create(
     expires_at: dt.datetime | None = None,
     owner_uuid: str | None = None,
     created_by_ip: str | None = None,
+    default_owner_uuid: str | None = None,
 ) -> ApiClientAuthorization:
     """A new token for `user`; the returned object's `api_token` holds the secret, once."""
     secret = "".join(secrets.choice(BASE36) for _ in range(50))
@@ -98,6 +99,7 @@ def token_create(
         scopes=scopes if scopes is not None else ["all"],
         expires_at=expires_at,
         created_by_ip_address=created_by_ip,
+        default_owner_uuid=default_owner_uuid,
     )
     auth.api_token = secret
     return auth
