@@ -8,13 +8,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from jobs.models import ArvadosModel
 from jobs.uuids import to_base36
 
 
 def format_time(value: dt.datetime) -> str:
     """UTC with nine fraction digits: `2016-10-28T19:20:09.320771000Z`."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+    utc = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "000Z"
 
 
 def plain(value: Any) -> Any:
@@ -24,8 +27,12 @@ def plain(value: Any) -> Any:
 
 
 def etag_of(values: dict[str, Any]) -> str:
-    digest = hashlib.md5(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
-    return to_base36(int(digest, 16))
+    """A digest of the values: changes when they do."""
+    try:
+        text = orjson.dumps(values, option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:  # what orjson refuses (integers beyond 64 bits)
+        text = json.dumps(values, sort_keys=True, default=str).encode()
+    return to_base36(int.from_bytes(hashlib.md5(text).digest(), "big"))
 
 
 Extra = Callable[[Any], dict[str, Any]]

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dispatch.py [--jobs 500] [--workers 2] [--submitters 4] [--rate R]
                                        [--pings 200] [--idle-jobs 20] [--profile-jobs 30]
-                                       [--command-jobs 500]
+                                       [--command-jobs 500] [--cprofile FILE]
                                        [--what-if db-reuse,small-buffers,fast-poll]
 
 What it does:
@@ -676,8 +676,13 @@ class PhaseTimer:
         self.restore.clear()
 
 
-def profile_runner(stack: Stack, api: Api, count: int, what_if: list[str]) -> None:
-    """Claim and run `count` jobs here, one at a time, with the runner's phases timed."""
+def profile_runner(
+    stack: Stack, api: Api, count: int, what_if: list[str], *, cprofile: str | None = None
+) -> None:
+    """Claim and run `count` jobs here, one at a time, with the runner's phases timed (and
+    with `cprofile`, their claims and runs under cProfile, its statistics written there)."""
+    import cProfile
+
     import django
 
     os.environ.update(stack.env)
@@ -747,6 +752,7 @@ def profile_runner(stack: Stack, api: Api, count: int, what_if: list[str]) -> No
             sql[sql_phase[0]][1] += 1
 
     claim_parts: dict[str, float] = defaultdict(float)
+    profiler = cProfile.Profile() if cprofile else None
     try:
         runner.subprocess.run = timed_run  # type: ignore[assignment]
         wrapper = connection.execute_wrapper(count_sql)  # held: it unwinds when collected
@@ -760,6 +766,8 @@ def profile_runner(stack: Stack, api: Api, count: int, what_if: list[str]) -> No
                 time.perf_counter() - started
             )
             started = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             job = runs.job_claim(worker="bench-profile")
             claimed = time.perf_counter()
             sql_phase[0] = "run"
@@ -767,12 +775,17 @@ def profile_runner(stack: Stack, api: Api, count: int, what_if: list[str]) -> No
                 raise BenchError("profile: nothing to claim (is a worker still running?)")
             done = runner.Runner(job).run()
             runs_total.append(time.perf_counter() - claimed)
+            if profiler is not None:
+                profiler.disable()
             claims.append(claimed - started)
             if done.state != "Complete":
                 raise BenchError(f"profile: {done.uuid} ended {done.state}")
     finally:
         runner.subprocess.run = original_run  # type: ignore[assignment]
         timer.undo()
+        if profiler is not None and cprofile:
+            profiler.disable()
+            profiler.dump_stats(cprofile)
         if "wrapper" in locals():
             wrapper.__exit__(None, None, None)
     # The dispatch hint alone: what the API's on_commit hook does (one publish to Redis).
@@ -956,6 +969,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup-jobs", type=int, default=6, help="unmeasured jobs first (6)")
     parser.add_argument("--profile-jobs", type=int, default=30, help="profiled jobs (30; 0: skip)")
+    parser.add_argument(
+        "--cprofile",
+        metavar="FILE",
+        help="also write the profiled runs' cProfile statistics to FILE (pstats format)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for the batch")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
@@ -1190,7 +1208,7 @@ def run(args: argparse.Namespace, stack: Stack) -> int:
     if args.profile_jobs > 0:
         for worker in workers:
             stack.stop(worker)
-        profile_runner(stack, api, args.profile_jobs, args.what_if)
+        profile_runner(stack, api, args.profile_jobs, args.what_if, cprofile=args.cprofile)
     return 0
 
 
