@@ -91,6 +91,23 @@ class Stack:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def reader_of(self, project_uuid: str, username: str = "reader") -> str:
+        """A token of another user, `username`, who may only read `project_uuid`."""
+        token = manage(self.env, "create_api_token", username)
+        user = requests.get(
+            f"{self.url}/arvados/v1/users/current",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ).json()
+        link = {
+            "link_class": "permission",
+            "name": "can_read",
+            "tail_uuid": user["uuid"],
+            "head_uuid": project_uuid,
+        }
+        self.call("POST", "links", json={"link": link})
+        return token
+
     def submit(self, script: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
         job = {
             "repository": self.repo,

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from tests.api.test_bacalhau_api import fuzzed_jobs
 from tests.api.test_bacalhau_api import values as any_values
 from tests.crunch.podman import IMAGE_TAG, RUN_ARGS, Podman
-from tests.crunch.stack import Stack, manage, running_stack
+from tests.crunch.stack import Stack, running_stack
 from tests.crunch.test_nomad_door import _kind
 
 bacalhau_apiclient = pytest.importorskip("bacalhau_apiclient")
@@ -363,19 +363,7 @@ def test_a_namespace_the_caller_cannot_write_is_a_403(b: OrchestratorApi, stack:
     project = stack.call(
         "POST", "groups", json={"group": {"name": "lab", "group_class": "project"}}
     )
-    reader_token = manage(stack.env, "create_api_token", "reader")
-    reader_uuid = requests.get(
-        f"{stack.url}/arvados/v1/users/current",
-        headers={"Authorization": f"Bearer {reader_token}"},
-        timeout=30,
-    ).json()["uuid"]
-    link = {
-        "link_class": "permission",
-        "name": "can_read",
-        "tail_uuid": reader_uuid,
-        "head_uuid": project["uuid"],
-    }
-    stack.call("POST", "links", json={"link": link})
+    reader_token = stack.reader_of(project["uuid"])
     answer = put(b, job("echo in the lab", namespace="lab"))
     reader = client_for(stack, reader_token)
     assert reader.orchestratorget_job(answer.job_id).job.namespace == "lab"

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from django.conf import settings
 
-from tests.crunch.stack import Stack, manage, running_stack
+from tests.crunch.stack import Stack, running_stack
 
 nomad = pytest.importorskip("nomad")
 from nomad.api import exceptions as nomad_errors  # noqa: E402
@@ -300,24 +299,7 @@ def test_namespaces_are_projects_and_dispatch_needs_write(n: Any, stack: Stack) 
     )
     n.jobs.register_job(parameterized("shared", Namespace="media"))
     in_ns = client_for(stack, namespace="media")
-    reader_token = manage(stack.env, "create_api_token", "reader")
-    reader_uuid = requests.get(
-        f"{stack.url}/arvados/v1/users/current",
-        headers={"Authorization": f"Bearer {reader_token}"},
-        timeout=30,
-    ).json()["uuid"]
-    stack.call(
-        "POST",
-        "links",
-        json={
-            "link": {
-                "link_class": "permission",
-                "name": "can_read",
-                "tail_uuid": reader_uuid,
-                "head_uuid": project["uuid"],
-            }
-        },
-    )
+    reader_token = stack.reader_of(project["uuid"])
     reader = client_for(stack, reader_token, namespace="media")
     assert reader.job.get_job("shared")["ID"] == "shared"
     kind, text = refused(
