@@ -28,13 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Q
-
 from jobs import docker, git, savings
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
 from jobs.locks import advisory_lock
-from jobs.models import Job, JobState, User
+from jobs.models import Job, User
 from jobs.selection import (
     CANDIDATE_ORDER,
     EXPLAIN_LIMIT,
@@ -283,12 +281,9 @@ def identity_lock(*, repository: str, script: str, digest: str) -> Iterator[None
 
 
 def search_candidates(*, user: User, digest: str, filters: list[Any]) -> list[Candidate]:
-    """§3.5 as one query: reusable state, digest, deterministic, the filters; then what the
-    caller may read, in the candidates' order."""
-    queryset = Job.objects.filter(script_parameters_digest=digest).filter(
-        Q(state=JobState.COMPLETE)
-        | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
-    )
+    """§3.5 as one query: the submitted parameters' digest and the filters (`candidates`
+    adds the states, determinism and readability)."""
+    queryset = Job.objects.filter(script_parameters_digest=digest)
     return candidates(apply_filters(queryset, Job, filters=filters), user=user)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from jobs import savings
@@ -53,8 +54,13 @@ CANDIDATE_FIELDS = tuple(f.name for f in dataclasses.fields(Candidate))
 
 
 def candidates(queryset: Any, *, user: User) -> list[Candidate]:
-    """The jobs of `queryset` that may ever be reused (`reusable`) and that `user` may read,
-    in `CANDIDATE_ORDER`: one query."""
+    """The jobs of `queryset` (one identity's) that `user` may reuse, in `CANDIDATE_ORDER`,
+    in one query: §3.5's states (Complete, or the caller's own Queued or Running job), never
+    a nondeterministic or invalidated one (`reusable`), readable by `user`."""
+    queryset = queryset.filter(
+        Q(state=JobState.COMPLETE)
+        | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
+    )
     queryset = restrict_readable(reusable(queryset), [user]).order_by(*CANDIDATE_ORDER)
     return [Candidate(*values) for values in queryset.values_list(*CANDIDATE_FIELDS)]
 
