@@ -79,9 +79,9 @@ class LogWriter:
 
 def store_log(client: ApiClient, job: Job, actor: Actor) -> str | None:
     """Store a job's log chunks as its log collection (`<uuid>.log.txt`) as `actor` (the
-    run's token's user, `runs.job_token_create`); its PDH, or None when it could not be stored (said
-    in the worker's log). The runner does this when a run ends, the sweeper for a job whose
-    runner is gone."""
+    run's token's user, `runs.job_token_create`); its PDH, or None when it could not be
+    stored (said in the worker's log). The runner does this when a run ends, the sweeper for
+    a job whose runner is gone."""
     try:
         name = f"{job.uuid}.log.txt"
         data = runs.job_log_text(job_uuid=job.uuid).encode("utf-8")
