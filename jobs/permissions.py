@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from jobs.exceptions import NotFound, PermissionDenied
 from jobs.models import PERMISSION_LEVELS, ArvadosModel, Group, Link, User
@@ -82,13 +83,24 @@ def readable_q(model: type, user: User) -> Q | None:
     if user.is_admin:
         return None
     nodes = list(permission_map(user))
-    granted = Link.objects.filter(
-        link_class="permission", name__in=_PERMISSION_NAMES, tail_uuid__in=nodes
-    ).values("head_uuid")
-    condition = Q(owner_uuid__in=nodes) | Q(uuid__in=granted)
+    condition = Q(owner_uuid__in=nodes) | Q(uuid__in=_granted(nodes))
     if model in (User, Group):
         condition |= Q(uuid__in=nodes)
     return condition
+
+
+def _granted(nodes: list[str]) -> RawSQL:
+    """The uuids that permission links from `nodes` point at, as a subquery. Written out:
+    the ORM's version of this one subquery cost as much to build and compile as the rest of
+    a typical read's query (0.3 ms of a reuse hit's candidate query)."""
+    if not nodes:
+        return RawSQL(f"SELECT head_uuid FROM {Link._meta.db_table} WHERE 1 = 0", [])
+    sql = (
+        f"SELECT head_uuid FROM {Link._meta.db_table} WHERE link_class = 'permission' "
+        f"AND name IN ({', '.join(['%s'] * len(_PERMISSION_NAMES))}) "
+        f"AND tail_uuid IN ({', '.join(['%s'] * len(nodes))})"
+    )
+    return RawSQL(sql, [*_PERMISSION_NAMES, *nodes])
 
 
 def readable_among(user: User, rows: Iterable[tuple[str, str]]) -> set[str]:

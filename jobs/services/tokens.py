@@ -113,11 +113,11 @@ def token_authenticate(*, presented: str, ip_address: str | None) -> ApiClientAu
     """
     if not presented or len(presented) > 512:
         return None
-    auth = (
-        ApiClientAuthorization.objects.select_related("user")
-        .filter(token_hash=token_hash(_secret_of(presented)))
-        .first()
-    )
+    # token_hash is unique: a slice, not first(), whose ORDER BY would only cost.
+    found = ApiClientAuthorization.objects.select_related("user").filter(
+        token_hash=token_hash(_secret_of(presented))
+    )[:1]
+    auth = next(iter(found), None)
     if auth is None:
         return None
     now = timezone.now()
