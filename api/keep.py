@@ -255,14 +255,14 @@ async def _asgi_put(scope: Scope, receive: Receive, send: Send) -> None:
         assert locator is not None  # KEEP_PATH_RE matched
         length = declared_length(headers.get("content-length"), locator)
         client = scope.get("client")
-        auth = await sync_to_async(_with_database(authorize_put), thread_sensitive=False)(
+        auth, receiver = await sync_to_async(_with_database(_start_put), thread_sensitive=False)(
             authorization=headers.get("authorization", ""),
             ip_address=headers.get("x-real-ip") or (client[0] if client else None),
             path=scope["path"],
+            md5=locator.md5,
+            size=length,
         )
-        receiver = await asyncio.to_thread(BlockReceiver, md5=locator.md5, size=length)
-        await _pump(receive, receiver)
-        stored = await asyncio.to_thread(receiver.finish)
+        stored = await _pump(receive, receiver)
         response: HttpResponse = put_answer(stored, auth)
     except _ClientGone:
         return
@@ -273,6 +273,14 @@ async def _asgi_put(scope: Scope, receive: Receive, send: Send) -> None:
         if receiver is not None:
             receiver.abort()
     await _send_response(send, response)
+
+
+def _start_put(
+    *, authorization: str, ip_address: str | None, path: str, md5: str, size: int
+) -> tuple[ApiClientAuthorization, BlockReceiver]:
+    """The caller's authorization, then a receiver for the body: one trip to a thread."""
+    auth = authorize_put(authorization=authorization, ip_address=ip_address, path=path)
+    return auth, BlockReceiver(md5=md5, size=size)
 
 
 def _with_database(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -289,12 +297,13 @@ def _with_database(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-async def _pump(receive: Receive, receiver: BlockReceiver) -> None:
+async def _pump(receive: Receive, receiver: BlockReceiver) -> StoredBlock:
     """Feed the request body to `receiver` in batches on a worker thread, receiving the
-    next batch while the previous one is hashed and written."""
+    next batch while the previous one is hashed and written; the last batch's trip also
+    finishes the block (a small body, which arrives in one message, costs one trip)."""
     batch: list[bytes] = []
     batched = 0
-    pending: asyncio.Future[None] | None = None
+    pending: asyncio.Future[StoredBlock | None] | None = None
     more = True
     while more:
         message = await receive()
@@ -307,18 +316,21 @@ async def _pump(receive: Receive, receiver: BlockReceiver) -> None:
             batch.append(chunk)
             batched += len(chunk)
         more = bool(message.get("more_body", False))
-        if batch and (batched >= RECEIVE_BATCH or not more):
+        if batched >= RECEIVE_BATCH or not more:
             if pending is not None:
                 await pending
-            pending = asyncio.ensure_future(asyncio.to_thread(_feed, receiver, batch))
+            pending = asyncio.ensure_future(asyncio.to_thread(_feed, receiver, batch, not more))
             batch, batched = [], 0
-    if pending is not None:
-        await pending
+    assert pending is not None  # the loop ends with the last batch sent
+    stored = await pending
+    assert stored is not None  # the last batch finishes the block
+    return stored
 
 
-def _feed(receiver: BlockReceiver, chunks: list[bytes]) -> None:
+def _feed(receiver: BlockReceiver, chunks: list[bytes], last: bool) -> StoredBlock | None:
     for chunk in chunks:
         receiver.write(chunk)
+    return receiver.finish() if last else None
 
 
 async def _send_response(send: Send, response: HttpResponse) -> None:

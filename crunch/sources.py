@@ -91,7 +91,10 @@ def checkout(*, job: Job, token: str | None, dest: Path, cache_root: Path) -> No
             capture_output=True,
             timeout=60,
         )
-    if git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+    # The archive straight away: a commit the cache already has (every job but the first
+    # of a commit) costs one git process. Only when that fails is the commit fetched.
+    archive = git("archive", "--format=tar", f"{commit}^{{commit}}")
+    if archive.returncode != 0:
         fetched = git(
             "fetch",
             "-q",
@@ -107,9 +110,9 @@ def checkout(*, job: Job, token: str | None, dest: Path, cache_root: Path) -> No
             )
         if git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
             raise RunFailed(f"commit {commit} is no longer in {repository}")
-    archive = git("archive", "--format=tar", commit)
-    if archive.returncode != 0:
-        raise RunFailed(f"git archive {commit} failed")
+        archive = git("archive", "--format=tar", f"{commit}^{{commit}}")
+        if archive.returncode != 0:
+            raise RunFailed(f"git archive {commit} failed")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout), mode="r:") as tar:
         tar.extractall(dest, filter="data")
     if job.command is not None:

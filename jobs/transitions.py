@@ -52,8 +52,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from django.db import connections, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
+from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
 from jobs.exceptions import InvalidTransition
@@ -135,12 +137,32 @@ def job_transition(
     if by is not None:
         values["modified_by_user_uuid"] = by
     values |= fields or {}
-    updated = Job.objects.filter(uuid=job_uuid, state__in=states, **(guard or {})).update(**values)
-    if updated != 1:
+    job = _update_job(job_uuid, {"state__in": states, **(guard or {})}, values)
+    if job is None:
         return None
-    job = Job.objects.get(uuid=job_uuid)
     observe_transition(job, to)
     return job
+
+
+def _update_job(job_uuid: str, conditions: dict[str, Any], values: dict[str, Any]) -> Job | None:
+    """UPDATE the job if it meets `conditions`; the job as updated, or None when it did not.
+    Where the database returns updated rows (PostgreSQL, SQLite 3.35 and later), that is one
+    statement, `UPDATE ... RETURNING`, instead of the UPDATE and a read: every claim and
+    every finish makes one trip to the database fewer."""
+    queryset = Job.objects.filter(uuid=job_uuid, **conditions)
+    connection = connections[queryset.db]
+    if not connection.features.can_return_columns_from_insert:
+        if queryset.update(**values) != 1:
+            return None
+        return Job.objects.get(uuid=job_uuid)
+    query: UpdateQuery = queryset.query.chain(UpdateQuery)  # type: ignore[assignment]
+    query.add_update_values(values)
+    query.clear_select_clause()
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in Job._meta.concrete_fields)
+    with transaction.mark_for_rollback_on_error(using=queryset.db):
+        rows = list(Job.objects.raw(f"{sql} RETURNING {columns}", params))
+    return rows[0] if len(rows) == 1 else None
 
 
 def job_settle(
@@ -157,7 +179,4 @@ def job_settle(
     if by is not None:
         values["modified_by_user_uuid"] = by
     values |= fields or {}
-    updated = Job.objects.filter(uuid=job_uuid, state__in=FINAL_STATES).update(**values)
-    if updated != 1:
-        return None
-    return Job.objects.get(uuid=job_uuid)
+    return _update_job(job_uuid, {"state__in": FINAL_STATES}, values)

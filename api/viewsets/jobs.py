@@ -26,6 +26,7 @@ from jobs.filters import apply_filters
 from jobs.models import Execution, Job, JobState, Node
 from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.reuse import flag, job_submit, translate_filters
+from jobs.selection import Submission
 from jobs.selectors import job_executions
 from jobs.services.jobs import job_cancel, job_lock, require_attributes
 from jobs.submit import job_submit_attrs
@@ -178,6 +179,13 @@ class JobViewSet(ArvadosViewSet):
             readers=[a.user for a in self.readers()],
             explain=parse_bool(params.get("explain"), "explain", False),
         )
+        return self._submitted(submission)
+
+    def _submitted(self, submission: Submission) -> Response:
+        """The answer to a create: the job, and why it was or was not reused if asked."""
+        if not submission.reused:
+            # A job made by this request: no node can name it yet (its uuid is new).
+            self._nodes = {}
         body = self.render(submission.job, self.selected())
         if submission.explanation is not None:
             body["reuse_explanation"] = submission.explanation
@@ -202,10 +210,7 @@ class JobViewSet(ArvadosViewSet):
             reuse=reuse,
             explain=parse_bool(params.get("explain"), "explain", False),
         )
-        body = self.render(submission.job, self.selected())
-        if submission.explanation is not None:
-            body["reuse_explanation"] = submission.explanation
-        return Response(body)
+        return self._submitted(submission)
 
     # --- the queue -------------------------------------------------------------------------
 

@@ -91,6 +91,37 @@ def test_an_illegal_edge_is_loud_and_changes_nothing(active: Any, frm: str, to: 
     assert Job.objects.get(pk=job.pk).state == frm
 
 
+@pytest.mark.parametrize("returning", [True, False], ids=["update-returning", "update-then-read"])
+def test_the_job_handed_back_is_the_row_as_stored(
+    active: Any, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    """In one statement (UPDATE ... RETURNING) where the database can, else the UPDATE and a
+    read: either way every field of the answer is what the row now holds."""
+    if returning and not connection.features.can_return_columns_from_insert:
+        pytest.skip(f"{connection.vendor} here cannot return updated rows")
+    job = make_job(active[0], state="Queued", parameters={"a": [1, {"b": None}]})
+    if not returning:  # (after the INSERT, which asks the same of the database)
+        monkeypatch.setattr(connection.features, "can_return_columns_from_insert", False)
+    moved = job_transition(
+        job_uuid=job.uuid,
+        frm="Queued",
+        to="Running",
+        by=active[0].uuid,
+        fields={"is_locked_by_uuid": active[0].uuid},
+    )
+    assert moved is not None
+    stored = Job.objects.get(pk=job.pk)
+    for field in Job._meta.concrete_fields:
+        assert getattr(moved, field.attname) == getattr(stored, field.attname), field.name
+    assert moved.script_parameters == {"a": [1, {"b": None}]}
+    assert moved.state == "Running" and moved.started_at is not None
+    # a row that does not meet the conditions: nothing changes, nothing comes back
+    assert job_transition(job_uuid=job.uuid, frm="Queued", to="Running", by=None) is None
+    settled = job_settle(job_uuid=job.uuid, by=None)
+    assert settled is None  # Running is not a final state
+    assert Job.objects.get(pk=job.pk).modified_at == stored.modified_at
+
+
 def test_one_illegal_state_among_several_is_loud(active: Any) -> None:
     job = make_job(active[0], state="Queued")
     with pytest.raises(InvalidTransition, match="from Complete to Cancelled"):
