@@ -464,13 +464,15 @@ class JobService(ResourceService):
             and before.get("state") in ACTIVE_STATES
         ):
             _end_executions_cancelled(job_uuid=obj.uuid, actor=actor)
-        notify(obj.uuid)  # followers show state and queue position
         if creating:
             record_inputs(obj)  # lineage: which collections it reads (jobs/provenance.py)
         if creating and obj.state == JobState.QUEUED:
             from jobs.services.runs import dispatch_on_commit
 
+            # Registered first, so sent first at commit: a worker can start on the job
+            # while the followers are told.
             dispatch_on_commit(obj.uuid)
+        notify(obj.uuid)  # followers show state and queue position
 
 
 def require_attributes(attrs: dict[str, Any]) -> None:
