@@ -88,13 +88,28 @@ def readable_object(queryset: QuerySet, users: list[User], uuid: str) -> Any:
     return None
 
 
+# How many rows `readable_pdhs` reads at once: a PDH can be shared by any number of
+# collections (every job with an empty output has one holding the empty manifest).
+PDH_ROWS = 64
+
+
 def readable_pdhs(user: User, pdhs: set[str]) -> set[str]:
-    """Which of `pdhs` `user` may read (one query): those with at least one readable,
-    untrashed collection (§6.1)."""
+    """Which of `pdhs` `user` may read: those with at least one readable, untrashed
+    collection (§6.1). One query of at most PDH_ROWS rows; only when that many came back
+    without naming every PDH, one more per PDH still unnamed (a PDH shared by a hundred
+    thousand collections costs a few rows, not a hundred thousand)."""
     if not pdhs:
         return set()
-    queryset = Collection.objects.filter(portable_data_hash__in=pdhs, is_trashed=False)
-    return set(permissions.readable(queryset, user).values_list("portable_data_hash", flat=True))
+    queryset = permissions.readable(Collection.objects.filter(is_trashed=False), user)
+    rows = list(
+        queryset.filter(portable_data_hash__in=pdhs).values_list("portable_data_hash", flat=True)[
+            :PDH_ROWS
+        ]
+    )
+    found = set(rows)
+    if len(rows) < PDH_ROWS:
+        return found
+    return found | {p for p in pdhs - found if queryset.filter(portable_data_hash=p).exists()}
 
 
 def job_executions(*, job_uuid: str) -> QuerySet[Execution]:
