@@ -9,8 +9,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from jobs import git, manifests
-from jobs.models import Collection, Job, Node
+from jobs import git
+from jobs.models import Job, Node
 from tests.git_helpers import Example, build_example, in_bare
 from tests.rows import add_chunks
 
@@ -51,27 +51,3 @@ def hosted_foo(api: Any, token: str, tmp_path: Path) -> Example:
     example.git("push", "-q", str(bare), "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*")
     in_bare(example.env, bare, "symbolic-ref", "HEAD", "refs/heads/b1")
     return example
-
-
-def make_collection(owner: Any, files: dict[str, bytes], *, name: str | None = None) -> Collection:
-    """A collection record of `files` (its blocks are not stored: the admin shows the
-    record, it does not read the data)."""
-    import hashlib
-
-    lines = []
-    for path, content in files.items():
-        md5 = hashlib.md5(content).hexdigest()
-        lines.append(f". {md5}+{len(content)} 0:{len(content)}:{path}\n")
-    manifest = "".join(lines)
-    now = timezone.now()
-    return Collection.objects.create(
-        uuid=Collection.new_uuid(),
-        owner_uuid=owner.uuid,
-        created_at=now,
-        modified_at=now,
-        name=name,
-        manifest_text=manifest,
-        portable_data_hash=manifests.portable_data_hash(manifest),
-        file_count=len(files),
-        file_size_total=sum(len(c) for c in files.values()),
-    )

@@ -28,11 +28,10 @@ from tests.api.admin_helpers import (
     PASSWORD,
     hosted_foo,
     log_lines,
-    make_collection,
     make_node,
 )
 from tests.git_helpers import join_server_threads
-from tests.rows import make_job
+from tests.rows import make_collection, make_job
 
 REQUIRE_SERVICES = os.environ.get("CRUNCH_REQUIRE_SERVICES") == "1"
 CHROMIUM = os.environ.get("CRUNCH_CHROMIUM", "/usr/bin/chromium")

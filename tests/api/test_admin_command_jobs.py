@@ -9,8 +9,8 @@ import pytest
 from django.urls import reverse
 
 from jobs.models import Job
-from tests.api.admin_helpers import make_collection
 from tests.api.test_admin_jobs import act
+from tests.rows import make_collection
 
 pytestmark = pytest.mark.django_db
 

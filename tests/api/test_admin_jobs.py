@@ -17,11 +17,10 @@ from tests.api.admin_helpers import (
     PASSWORD,
     hosted_foo,
     log_lines,
-    make_collection,
     make_node,
     with_password,
 )
-from tests.rows import make_job
+from tests.rows import make_collection, make_job
 
 pytestmark = pytest.mark.django_db
 

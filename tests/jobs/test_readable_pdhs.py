@@ -7,43 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from jobs import manifests
 from jobs.models import Collection
 from jobs.selectors import PDH_ROWS, readable_pdhs
+from tests.rows import make_collection
 
 pytestmark = pytest.mark.django_db
 
 EMPTY = manifests.portable_data_hash("")
 
 
-def collection(owner: Any, manifest: str, *, trashed: bool = False) -> Collection:
-    now = timezone.now()
-    return Collection.objects.create(
-        uuid=Collection.new_uuid(),
-        owner_uuid=owner.uuid,
-        created_at=now,
-        modified_at=now,
-        manifest_text=manifest,
-        portable_data_hash=manifests.portable_data_hash(manifest),
-        is_trashed=trashed,
-        file_count=0,
-        file_size_total=0,
-    )
-
-
-def manifest(n: int) -> str:
-    return f". d41d8cd98f00b204e9800998ecf8427e+0 0:0:file{n}\n"
-
-
 def test_readable_untrashed_copies_only(active: Any, spectator: Any) -> None:
-    mine, theirs, trashed = manifest(1), manifest(2), manifest(3)
-    collection(active[0], mine)
-    collection(spectator[0], theirs)
-    collection(active[0], trashed, trashed=True)
-    pdhs = {manifests.portable_data_hash(m) for m in (mine, theirs, trashed)}
-    assert readable_pdhs(active[0], pdhs) == {manifests.portable_data_hash(mine)}
+    mine = make_collection(active[0], {"file1": b""})
+    theirs = make_collection(spectator[0], {"file2": b""})
+    trashed = make_collection(active[0], {"file3": b""})
+    Collection.objects.filter(pk=trashed.pk).update(is_trashed=True)
+    pdhs = {c.portable_data_hash for c in (mine, theirs, trashed)}
+    assert readable_pdhs(active[0], pdhs) == {mine.portable_data_hash}
     assert readable_pdhs(active[0], set()) == set()
 
 
@@ -51,10 +32,9 @@ def test_a_pdh_shared_by_many_collections_hides_no_other(active: Any, spectator:
     """More readable copies of one PDH than are read at once: the others are still found,
     and one nobody lets the user read is still refused."""
     for _ in range(PDH_ROWS + 5):
-        collection(active[0], "")
-    mine, theirs = manifest(1), manifest(2)
-    collection(active[0], mine)
-    collection(spectator[0], theirs)
-    wanted = {EMPTY, manifests.portable_data_hash(mine), manifests.portable_data_hash(theirs)}
-    assert readable_pdhs(active[0], wanted) == {EMPTY, manifests.portable_data_hash(mine)}
-    assert readable_pdhs(spectator[0], wanted) == {manifests.portable_data_hash(theirs)}
+        assert make_collection(active[0], {}).portable_data_hash == EMPTY
+    mine = make_collection(active[0], {"file1": b""}).portable_data_hash
+    theirs = make_collection(spectator[0], {"file2": b""}).portable_data_hash
+    wanted = {EMPTY, mine, theirs}
+    assert readable_pdhs(active[0], wanted) == {EMPTY, mine}
+    assert readable_pdhs(spectator[0], wanted) == {theirs}
