@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, models
 from django.db.models import Sum
 from django.db.models.functions import TruncMonth, TruncWeek
-from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
+from jobs import rowsql
 from jobs.exceptions import InvalidRequest
 from jobs.models import Job, JobState, ReuseTally, User
 from jobs.placement import Requirements
@@ -109,21 +108,12 @@ def tally(
     ]
     with connection.cursor() as cursor:
         if record is not None:
-            insert_sql, insert_params = _insert_statement(record)
+            insert_sql, insert_params = rowsql.reader(type(record)).insert(record)
             if connection.vendor == "postgresql":
                 sql, params = f"WITH recorded AS ({insert_sql}) {sql}", [*insert_params, *params]
             else:
                 cursor.execute(insert_sql, insert_params)
         cursor.execute(sql, params)
-
-
-def _insert_statement(obj: models.Model) -> tuple[str, Sequence[Any]]:
-    """The INSERT of a new row as the ORM writes it (values adapted by their fields)."""
-    fields = [f for f in obj._meta.concrete_fields if not f.primary_key]
-    query = InsertQuery(type(obj))
-    query.insert_values(fields, [obj])
-    [(sql, params)] = query.get_compiler(connection=connection).as_sql()
-    return sql, params
 
 
 def record_miss(*, job: Job, user_uuid: str) -> None:

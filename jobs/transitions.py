@@ -58,6 +58,7 @@ from django.db.models.functions import Coalesce
 from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
+from jobs import rowsql
 from jobs.exceptions import InvalidTransition
 from jobs.metrics import observe_transition
 from jobs.models.jobs import FINAL_STATES, Job, JobState
@@ -159,10 +160,11 @@ def _update_job(job_uuid: str, conditions: dict[str, Any], values: dict[str, Any
     query.add_update_values(values)
     query.clear_select_clause()
     sql, params = query.get_compiler(queryset.db).as_sql()
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in Job._meta.concrete_fields)
-    with transaction.mark_for_rollback_on_error(using=queryset.db):
-        rows = list(Job.objects.raw(f"{sql} RETURNING {columns}", params))
-    return rows[0] if len(rows) == 1 else None
+    jobs = rowsql.reader(Job)
+    with transaction.mark_for_rollback_on_error(using=queryset.db), connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {jobs.columns()}", params)
+        rows = cursor.fetchall()
+    return jobs.build(rows[0], connection) if len(rows) == 1 else None
 
 
 def job_settle(
