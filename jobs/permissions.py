@@ -89,6 +89,18 @@ def readable_q(model: type, user: User) -> Q | None:
     return condition
 
 
+def readable_sql(user: User) -> tuple[str, list[str]] | None:
+    """`readable_q` for objects other than users and groups, as SQL over the unqualified
+    columns `owner_uuid` and `uuid` of the one table a written-out condition is for, with
+    its parameters; None means everything."""
+    if user.is_admin:
+        return None
+    nodes = list(permission_map(user))
+    granted = _granted(nodes)
+    marks = ", ".join(["%s"] * len(nodes))
+    return f"(owner_uuid IN ({marks}) OR uuid IN ({granted.sql}))", [*nodes, *granted.params]
+
+
 def _granted(nodes: list[str]) -> RawSQL:
     """The uuids that permission links from `nodes` point at, as a subquery. Written out:
     the ORM's version of this one subquery cost as much to build and compile as the rest of

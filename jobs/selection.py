@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
+from django.core.exceptions import EmptyResultSet, FullResultSet
+from django.db import connections
 from django.utils import timezone
 
-from jobs import permissions, savings
+from jobs import permissions, rowsql, savings
 from jobs.models import Job, JobReuse, JobState, User
 from jobs.selectors import readable_pdhs
 from jobs.services.objects import Actor
@@ -28,8 +29,14 @@ from jobs.services.objects import Actor
 # settles jobs created within the same microsecond.
 CANDIDATE_ORDER = ("-state", "created_at", "id")
 
-# Jobs that may ever be handed back: not nondeterministic, output not invalidated.
-REUSABLE = ~Q(nondeterministic=True) & Q(invalidated_at__isnull=True)
+# Which jobs are candidates, besides their identity and readability, over the jobs table's
+# unqualified columns: §3.5's states (Complete, or the caller's own Queued or Running job),
+# and only jobs that may ever be handed back: not nondeterministic, output not invalidated.
+# Written out: as ORM conditions, building and compiling them took longer than the query.
+CANDIDATE_CONDITION = (
+    "(state = %s OR (owner_uuid = %s AND state IN (%s, %s)))"
+    " AND nondeterministic IS NOT TRUE AND invalidated_at IS NULL"
+)
 
 
 REFUSED = object()
@@ -57,29 +64,58 @@ CANDIDATE_FIELDS = tuple(f.name for f in dataclasses.fields(Candidate))
 
 
 def candidates(queryset: Any, *, user: User) -> list[Candidate]:
-    """The jobs of `queryset` (one identity's) that `user` may reuse, in `CANDIDATE_ORDER`,
-    in one query: §3.5's states (Complete, or the caller's own Queued or Running job), never
-    a nondeterministic or invalidated one (`REUSABLE`), readable by `user`."""
-    condition = (
-        Q(state=JobState.COMPLETE)
-        | Q(owner_uuid=user.uuid, state__in=[JobState.QUEUED, JobState.RUNNING])
-    ) & REUSABLE
-    readable = permissions.readable_q(Job, user)
+    """The jobs of `queryset` (one identity's, over the jobs table alone) that `user` may
+    reuse, in `CANDIDATE_ORDER`, in one query: `CANDIDATE_CONDITION`, readable by `user`."""
+    sql = CANDIDATE_CONDITION
+    params: list[Any] = [JobState.COMPLETE, user.uuid, JobState.QUEUED, JobState.RUNNING]
+    readable = permissions.readable_sql(user)
     if readable is not None:
-        condition &= readable
-    # One filter: each call clones the query, a cost a hit pays once per call.
-    queryset = queryset.filter(condition).order_by(*CANDIDATE_ORDER)
-    return [Candidate(*values) for values in queryset.values_list(*CANDIDATE_FIELDS)]
+        sql = f"{sql} AND {readable[0]}"
+        params += readable[1]
+    # Only the identity's conditions (the submission's filters) go through the ORM, and
+    # only as far as their WHERE clause: the rest of the query is written out, because the
+    # ORM took longer to build and compile it than the database took to answer.
+    query = queryset.query
+    if len(query.alias_map) > 1 or query.distinct or query.extra:
+        raise ValueError("candidates are read from the jobs table alone")
+    try:
+        where, where_params = query.get_compiler(using=queryset.db).compile(query.where)
+    except EmptyResultSet:
+        return []
+    except FullResultSet:
+        where, where_params = "1 = 1", ()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_CANDIDATE_COLUMNS} FROM {Job._meta.db_table} "
+            f"WHERE ({where}) AND {sql} ORDER BY {_CANDIDATE_ORDER_SQL}",
+            [*where_params, *params],
+        )
+        return [Candidate(*values) for values in cursor.fetchall()]
+
+
+def _column(name: str) -> str:
+    field = Job._meta.pk if name == "pk" else Job._meta.get_field(name)
+    return str(getattr(field, "column"))  # noqa: B009 (these fields are all columns)
+
+
+_CANDIDATE_COLUMNS = ", ".join(_column(name) for name in CANDIDATE_FIELDS)
+_CANDIDATE_ORDER_SQL = ", ".join(
+    f"{_column(name[1:])} DESC" if name.startswith("-") else _column(name)
+    for name in CANDIDATE_ORDER
+)
 
 
 def chosen_job(candidate: Candidate | None) -> Job | None:
     """The whole job of a candidate, or None (also when it is gone since it was read).
-    Written out: building and compiling the ORM's query took as long as running it."""
+    Written out (`jobs.rowsql`): building and compiling the ORM's query took as long as
+    running it."""
     if candidate is None:
         return None
-    table = Job._meta.db_table  # ours, never user text
-    found = list(Job.objects.raw(f"SELECT * FROM {table} WHERE id = %s", [candidate.pk]))
-    return found[0] if found else None
+    jobs = rowsql.reader(Job)
+    row = rowsql.fetch_one(
+        f"SELECT {jobs.columns()} FROM {Job._meta.db_table} WHERE id = %s", [candidate.pk]
+    )
+    return jobs.build(row) if row is not None else None
 
 
 def select_job(jobs: Sequence[Candidate], *, user: User) -> tuple[Job | None, dict[str, str]]:

@@ -7,7 +7,6 @@ queue_size, cancel (with cascade), lock and executions (each attempt to run the 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, ClassVar
 
 from django.http import HttpResponse
@@ -23,11 +22,11 @@ from api.viewsets.lineage import LINEAGE_METHODS, lineage_response
 from jobs import provenance, savings
 from jobs.exceptions import InvalidRequest
 from jobs.filters import apply_filters
-from jobs.models import Execution, Job, JobState, Node
+from jobs.models import Execution, Job, JobState
 from jobs.queue import RUN_ORDER, queued_jobs
 from jobs.reuse import flag, job_submit, translate_filters
 from jobs.selection import Submission
-from jobs.selectors import job_executions
+from jobs.selectors import job_executions, node_uuids_by_job
 from jobs.services.jobs import job_cancel, job_lock, require_attributes
 from jobs.submit import job_submit_attrs
 
@@ -125,19 +124,12 @@ class JobViewSet(ArvadosViewSet):
     # --- computed attributes -------------------------------------------------------------
 
     def prepare(self, objects: list[Any]) -> None:
-        nodes: dict[str, list[str]] = defaultdict(list)
-        for uuid, job_uuid in Node.objects.filter(
-            job_uuid__in=[o.uuid for o in objects]
-        ).values_list("uuid", "job_uuid"):
-            nodes[job_uuid].append(uuid)
-        self._nodes = nodes
+        self._nodes = node_uuids_by_job([o.uuid for o in objects])
 
     def extra_attributes(self, obj: Any) -> dict[str, Any]:
         """node_uuids: nodes whose job_uuid is this job (spec), and the worker running it."""
-        if self._nodes is not None:
-            found = set(self._nodes.get(obj.uuid, []))
-        else:
-            found = set(Node.objects.filter(job_uuid=obj.uuid).values_list("uuid", flat=True))
+        nodes = self._nodes if self._nodes is not None else node_uuids_by_job([obj.uuid])
+        found = set(nodes.get(obj.uuid, []))
         if obj.worker_node_uuid and obj.state == JobState.RUNNING:
             found.add(obj.worker_node_uuid)
         return {"node_uuids": sorted(found)}
