@@ -2,7 +2,8 @@
 
 Run order: the highest priority first, then the oldest; the row id settles jobs created
 within the same microsecond. Every reader of the queue uses it: the claim
-(`jobs.services.runs.job_claim`), the sweeper, the admin queue page, a followed log's status
+(`jobs.services.runs.job_claim`, whose query is written out with `rowsql.order_sql`), the
+sweeper, the admin queue page, a followed log's status
 line (`jobs.follow.queue_status`) and the `jobs/queue` API. The index `jobs_queue_order`
 serves it.
 

@@ -93,16 +93,8 @@ def candidates(queryset: Any, *, user: User) -> list[Candidate]:
         return [Candidate(*values) for values in cursor.fetchall()]
 
 
-def _column(name: str) -> str:
-    field = Job._meta.pk if name == "pk" else Job._meta.get_field(name)
-    return str(getattr(field, "column"))  # noqa: B009 (these fields are all columns)
-
-
-_CANDIDATE_COLUMNS = ", ".join(_column(name) for name in CANDIDATE_FIELDS)
-_CANDIDATE_ORDER_SQL = ", ".join(
-    f"{_column(name[1:])} DESC" if name.startswith("-") else _column(name)
-    for name in CANDIDATE_ORDER
-)
+_CANDIDATE_COLUMNS = rowsql.column_sql(Job, CANDIDATE_FIELDS)
+_CANDIDATE_ORDER_SQL = rowsql.order_sql(Job, CANDIDATE_ORDER)
 
 
 def chosen_job(candidate: Candidate | None) -> Job | None:

@@ -72,3 +72,37 @@ def test_an_insert_reads_back_unchanged(active: Any) -> None:
     assert {k: v for k, v in values(stored).items() if k != "id"} == {
         k: v for k, v in values(record).items() if k != "id"
     }
+
+
+def test_some_fields_read_as_only_reads_them(active: Any) -> None:
+    job = make_job(active[0], runtime_constraints={"min_ram_mb_per_node": 512})
+    fields = ("id", "uuid", "runtime_constraints")
+    jobs = rowsql.reader(Job, fields)
+    row = rowsql.fetch_one(f"SELECT {jobs.columns()} FROM jobs WHERE id = %s", [job.pk])
+    assert row is not None
+    read = jobs.build(row)
+    assert (read.pk, read.uuid, read.runtime_constraints) == (
+        job.pk,
+        job.uuid,
+        {"min_ram_mb_per_node": 512},
+    )
+    assert (
+        read.get_deferred_fields() == Job.objects.only(*fields).get(pk=job.pk).get_deferred_fields()
+    )
+    assert read.script == job.script  # a deferred field is read when asked for, as with only()
+    with pytest.raises(ValueError):
+        jobs.insert(job)
+
+
+def test_order_sql_orders_as_order_by(active: Any) -> None:
+    now = timezone.now()
+    for priority, age in ((1, 3), (5, 1), (5, 2), (1, 1), (5, 2)):
+        make_job(active[0], priority=priority, created_at=now - dt.timedelta(minutes=age))
+    order = ("-priority", "created_at", "id")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT uuid FROM jobs ORDER BY {rowsql.order_sql(Job, order)}")
+        written = [uuid for (uuid,) in cursor.fetchall()]
+    assert written == list(Job.objects.order_by(*order).values_list("uuid", flat=True))
+    assert rowsql.column_sql(Job, ("pk", "uuid")) == (
+        f"{connection.ops.quote_name('id')}, {connection.ops.quote_name('uuid')}"
+    )
