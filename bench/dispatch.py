@@ -751,7 +751,6 @@ def profile_runner(
             sql[sql_phase[0]][0] += time.perf_counter() - started
             sql[sql_phase[0]][1] += 1
 
-    claim_parts: dict[str, float] = defaultdict(float)
     profiler = cProfile.Profile() if cprofile else None
     try:
         runner.subprocess.run = timed_run  # type: ignore[assignment]
@@ -760,11 +759,6 @@ def profile_runner(
         for i in range(count):
             api.submit(i, "profile")
             sql_phase[0] = "claim"
-            started = time.perf_counter()
-            runs.system_user()
-            claim_parts["system_user() alone (first query of the claim)"] += (
-                time.perf_counter() - started
-            )
             started = time.perf_counter()
             if profiler is not None:
                 profiler.enable()
@@ -807,8 +801,6 @@ def profile_runner(
     )
     print(f"{'phase':<56} {'ms/job':>8} {'calls/job':>10}")
     print(f"{'job_claim':<56} {ms(sum(claims) / n):>8} {1:>10}")
-    for name, total in claim_parts.items():
-        print(f"{'  ' + name:<56} {ms(total / n):>8} {1:>10}")
     print(
         f"{'  SQL in job_claim (statements, time)':<56} {ms(sql['claim'][0] / n):>8} "
         f"{sql['claim'][1] / n:>10.1f}"
