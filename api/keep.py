@@ -15,7 +15,9 @@ calling any view, so `keep_asgi` takes block uploads first: it refuses one witho
 `Content-Length` or declaring more than 64 MiB before reading anything, authenticates
 before the body is sent (clients that wait for `100 Continue` send nothing to a refusal),
 then hashes and stages the body as it arrives, a few MiB at a time on a worker thread, so
-the bytes are written once. Reads go through Django, from a pool of reused 64 MiB buffers.
+the bytes are written once. It serves block reads too (`GET`), from a pool of reused 64 MiB
+buffers, sending each block in 1 MiB messages rather than through Django's streaming
+responses, which cut every message again into 64 KiB copies; `HEAD` goes through Django.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -136,9 +137,12 @@ def _dispatch(request: HttpRequest, text: str) -> HttpResponseBase:
     return error_response(405, [f"{request.method} is not a method of Keep blocks"])
 
 
-def _get(request: HttpRequest, locator: manifests.Locator) -> HttpResponseBase:
-    token = bearer_token(request.headers.get("Authorization", ""))
-    auth = token_authenticate(presented=token, ip_address=client_ip(request)) if token else None
+def authorize_read(
+    *, authorization: str, ip_address: str | None, locator: manifests.Locator
+) -> None:
+    """A read needs a locator signed for the caller's token, still valid (spec §6.1)."""
+    token = bearer_token(authorization)
+    auth = token_authenticate(presented=token, ip_address=ip_address) if token else None
     if auth is None:
         raise NotLoggedIn()
     if locator.signature() is None:
@@ -147,6 +151,26 @@ def _get(request: HttpRequest, locator: manifests.Locator) -> HttpResponseBase:
         raise PermissionDenied(
             f"The signature on block {locator.md5} is invalid, expired or not for this token"
         )
+
+
+def read_block(locator: manifests.Locator) -> tuple[memoryview, Callable[[], None]]:
+    """The block, verified, in a pooled buffer, and what gives the buffer back once the
+    block is sent."""
+    buffer = BUFFERS.take()
+    try:
+        view = block_read_into(md5=locator.md5, buffer=buffer)
+    except BaseException:
+        BUFFERS.give(buffer)
+        raise
+    return view, lambda: BUFFERS.give(buffer)
+
+
+def _get(request: HttpRequest, locator: manifests.Locator) -> HttpResponseBase:
+    authorize_read(
+        authorization=request.headers.get("Authorization", ""),
+        ip_address=client_ip(request),
+        locator=locator,
+    )
     if request.method == "HEAD":
         size = block_size(md5=locator.md5)
         if size is None:
@@ -154,18 +178,9 @@ def _get(request: HttpRequest, locator: manifests.Locator) -> HttpResponseBase:
         response = HttpResponse(b"", content_type="application/octet-stream")
         response["Content-Length"] = str(size)
         return response
-    buffer = BUFFERS.take()
-    try:
-        view = block_read_into(md5=locator.md5, buffer=buffer)
-    except BaseException:
-        BUFFERS.give(buffer)
-        raise
-    body = _BufferBody(view, lambda: BUFFERS.give(buffer))
-    streamed = StreamingHttpResponse(
-        body.chunks() if isinstance(request, ASGIRequest) else body,
-        content_type="application/octet-stream",
-    )
-    streamed["Content-Length"] = str(len(view))
+    body = _BufferBody(*read_block(locator))
+    streamed = StreamingHttpResponse(body, content_type="application/octet-stream")
+    streamed["Content-Length"] = str(len(body))
     return streamed
 
 
@@ -194,23 +209,18 @@ BUFFERS = BufferPool(keep=4)
 
 class _BufferBody:
     """A block's bytes from a pooled buffer, which goes back to the pool when the response
-    is closed. Iterable (WSGI) or, through `chunks()`, asynchronously iterable (ASGI: the
-    loop slices the buffer itself, without a thread hop per chunk)."""
+    is closed (WSGI and the test client; `crunch serve` sends blocks itself, `_asgi_get`)."""
 
     def __init__(self, view: memoryview, release: Callable[[], None]) -> None:
         self._view = view
         self._release: Callable[[], None] | None = release
 
+    def __len__(self) -> int:
+        return len(self._view)
+
     def __iter__(self) -> Iterator[bytes]:
         for start in range(0, len(self._view), SEND_CHUNK):
             yield self._view[start : start + SEND_CHUNK].tobytes()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            for chunk in self:
-                yield chunk
-        finally:
-            self.close()
 
     def close(self) -> None:
         if self._release is not None:
@@ -219,7 +229,7 @@ class _BufferBody:
             self._release = None
 
 
-# --- ASGI: block uploads before Django -----------------------------------------------------
+# --- ASGI: block uploads and reads before Django ----------------------------------------
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -228,17 +238,17 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def keep_asgi(app: App) -> App:
-    """`app`, with `PUT /<locator>` handled here (see the module's docstring)."""
+    """`app`, with `PUT` and `GET /<locator>` handled here (see the module's docstring)."""
 
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope.get("method") == "PUT"
-            and KEEP_PATH_RE.match(scope.get("path", ""))
-        ):
-            await _asgi_put(scope, receive, send)
-        else:
-            await app(scope, receive, send)
+        if scope["type"] == "http" and KEEP_PATH_RE.match(scope.get("path", "")):
+            if scope.get("method") == "PUT":
+                await _asgi_put(scope, receive, send)
+                return
+            if scope.get("method") == "GET":
+                await _asgi_get(scope, send)
+                return
+        await app(scope, receive, send)
 
     return application
 
@@ -273,6 +283,47 @@ async def _asgi_put(scope: Scope, receive: Receive, send: Send) -> None:
         if receiver is not None:
             receiver.abort()
     await _send_response(send, response)
+
+
+async def _asgi_get(scope: Scope, send: Send) -> None:
+    """A block read: the rules and the verified read on a worker thread (one trip), then the
+    block sent from its pooled buffer, SEND_CHUNK bytes per message (through Django, each
+    message was cut again into 64 KiB copies)."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    try:
+        locator = manifests.parse_locator(scope["path"][1:])
+        assert locator is not None  # KEEP_PATH_RE matched
+        client = scope.get("client")
+        view, release = await sync_to_async(_with_database(_start_get), thread_sensitive=False)(
+            authorization=headers.get("authorization", ""),
+            ip_address=headers.get("x-real-ip") or (client[0] if client else None),
+            locator=locator,
+        )
+    except Exception as exc:
+        await _send_response(send, response_for(exc))
+        return
+    body = _BufferBody(view, release)
+    try:
+        start = [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in CORS_HEADERS.items()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": start})
+        # Bytes, not views of the buffer: a transport may keep what it could not send yet,
+        # and the buffer serves the next read once this one is done.
+        for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        body.close()
+
+
+def _start_get(
+    *, authorization: str, ip_address: str | None, locator: manifests.Locator
+) -> tuple[memoryview, Callable[[], None]]:
+    authorize_read(authorization=authorization, ip_address=ip_address, locator=locator)
+    return read_block(locator)
 
 
 def _start_put(

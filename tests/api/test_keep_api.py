@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -511,6 +512,38 @@ def test_block_and_file_round_trip_under_asgi(crunch_tls_server: Any) -> None:
     )
     assert (status, body) == (206, data[1000:2000])
     assert got_headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+
+
+def test_asgi_reads_follow_the_rules_and_send_every_chunk(crunch_tls_server: Any) -> None:
+    """Under `crunch serve` block reads do not go through Django: the same rules, answers
+    in the Arvados envelope, and a block of several send chunks arrives whole."""
+    alice, bob = crunch_tls_server.tokens["alice"], crunch_tls_server.tokens["bob"]
+    data = os.urandom(5 * 1024 * 1024 // 2)  # 2.5 MiB: two whole chunks and a part
+    md5 = hashlib.md5(data).hexdigest()
+    headers = {"Authorization": f"Bearer {alice}", "Content-Length": str(len(data))}
+    status, _, body = raw_request(crunch_tls_server, "PUT", f"/{md5}", headers, data)
+    assert status == 200, body
+    locator = body.decode().strip()
+    status, got, body = raw_request(
+        crunch_tls_server, "GET", f"/{locator}", {"Authorization": f"Bearer {alice}"}
+    )
+    assert status == 200 and body == data
+    assert got["content-length"] == str(len(data))
+    assert got["content-type"] == "application/octet-stream"
+    assert got["access-control-allow-origin"] == "*"
+    for who, path, expected in (
+        ({"Authorization": f"Bearer {bob}"}, f"/{locator}", 403),  # signed for another
+        ({"Authorization": f"Bearer {alice}"}, f"/{md5}+{len(data)}", 403),  # unsigned
+        ({}, f"/{locator}", 401),  # no token
+    ):
+        status, got, body = raw_request(crunch_tls_server, "GET", path, who)
+        assert status == expected, body
+        assert json.loads(body)["errors"] and got["access-control-allow-origin"] == "*"
+    # HEAD still answers the size, through Django.
+    status, got, body = raw_request(
+        crunch_tls_server, "HEAD", f"/{locator}", {"Authorization": f"Bearer {alice}"}
+    )
+    assert (status, got["content-length"], body) == (200, str(len(data)), b"")
 
 
 # --- uploading one file ------------------------------------------------------------------------
