@@ -21,7 +21,7 @@ from django.db import connections
 from django.utils import timezone
 
 from jobs import permissions, rowsql, savings
-from jobs.models import Job, JobReuse, JobState, User
+from jobs.models import Collection, Job, JobReuse, JobState, User
 from jobs.selectors import readable_pdhs
 from jobs.services.objects import Actor
 
@@ -112,13 +112,62 @@ def chosen_job(candidate: Candidate | None) -> Job | None:
 
 def select_job(jobs: Sequence[Candidate], *, user: User) -> tuple[Job | None, dict[str, str]]:
     """`select`, and the whole job it chose (None when none was, or when the chosen job was
-    deleted since the candidates were read)."""
-    chosen, reasons = select(jobs, user=user)
-    return chosen_job(chosen), reasons
+    deleted since the candidates were read).
+
+    Without CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER only the oldest completed job's output and
+    log are ever checked for readability (the others must only agree with its output), and
+    that job is the one chosen unless it is refused: it is read whole in the same query as
+    the readability of its output and log (`_with_readability`), so a hit makes one trip
+    to the database for both."""
+    complete = [j for j in jobs if j.state == JobState.COMPLETE and j.output and j.log]
+    if settings.CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER or not complete:
+        readable = readable_pdhs(user, {p for j in complete for p in (j.output, j.log) if p})
+        chosen, reasons = select(jobs, readable=readable)
+        return chosen_job(chosen), reasons
+    first = complete[0]
+    read = _with_readability(first, user=user)
+    job: Job | None
+    if read is None:  # gone since the candidates were read: ask about its outputs alone
+        job, readable = None, readable_pdhs(user, {p for p in (first.output, first.log) if p})
+    else:
+        job, readable = read
+    chosen, reasons = select(jobs, readable=readable)
+    return (job if chosen is first else chosen_job(chosen)), reasons
 
 
-def select(jobs: Sequence[Candidate], *, user: User) -> tuple[Candidate | None, dict[str, str]]:
-    """§3.6 / §3.7 over candidates in order; returns the choice and a reason per job.
+def _with_readability(candidate: Candidate, *, user: User) -> tuple[Job, set[str]] | None:
+    """The whole job of `candidate` and which of its output and log `user` may read (each
+    has a readable, untrashed collection: `readable_pdhs`' rule), in one query; None when
+    the job is gone."""
+    jobs = rowsql.reader(Job)
+    readable = permissions.readable_sql(user)
+    condition, params = readable if readable is not None else ("1 = 1", [])
+    # Unqualified, the condition's columns are the collection's (the innermost table).
+    exists = (
+        f"EXISTS (SELECT 1 FROM {Collection._meta.db_table} WHERE portable_data_hash = %s "
+        f"AND NOT is_trashed AND {condition})"
+    )
+    row = rowsql.fetch_one(
+        f"SELECT {jobs.columns('j')}, {exists}, {exists} FROM {Job._meta.db_table} j "
+        "WHERE j.id = %s",
+        [candidate.output, *params, candidate.log, *params, candidate.pk],
+    )
+    if row is None:
+        return None
+    output_readable, log_readable = row[len(jobs) :]
+    found = {
+        pdh
+        for pdh, ok in ((candidate.output, output_readable), (candidate.log, log_readable))
+        if ok and pdh
+    }
+    return jobs.build(row[: len(jobs)]), found
+
+
+def select(
+    jobs: Sequence[Candidate], *, readable: set[str]
+) -> tuple[Candidate | None, dict[str, str]]:
+    """§3.6 / §3.7 over candidates in order, given which of their outputs and logs the
+    caller may read (`select_job`); returns the choice and a reason per job.
 
     The reason of the job returned starts with "reused"; no other reason does.
     """
@@ -129,13 +178,6 @@ def select(jobs: Sequence[Candidate], *, user: User) -> tuple[Candidate | None, 
     reference: Candidate | None = None  # the completed job whose output the others must match
     refusal: str | None = None  # why no completed job is reused
     differ_ok = settings.CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER
-    complete = [j for j in jobs if j.state == JobState.COMPLETE and j.output and j.log]
-    # Without CRUNCH_REUSE_JOB_IF_OUTPUTS_DIFFER only the oldest completed job's output and
-    # log are ever checked for readability (the others must only agree with its output).
-    readable = readable_pdhs(
-        user,
-        {p for j in (complete if differ_ok else complete[:1]) for p in (j.output, j.log) if p},
-    )
 
     for job in jobs:
         if job.state != JobState.COMPLETE:

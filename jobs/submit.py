@@ -6,8 +6,9 @@ refs resolved to commits, image names to image collections), which yields its `r
 With `reuse`, candidates are the jobs with that key, and the selection rules are those of
 the Arvados API (spec §3: Complete jobs whose outputs agree, else the caller's own Running
 or Queued job; never a nondeterministic one), so a job is reused across doors alike. A hit
-is one indexed read of the candidates' few values, one of the chosen job and one statement
-recording the reuse; a miss takes the key's lock, searches again, and creates.
+is one indexed read of the candidates' few values, one of the chosen job with the
+readability of its output and log, and one statement recording the reuse; a miss takes the
+key's lock, searches again, and creates.
 """
 
 from __future__ import annotations
