@@ -257,17 +257,24 @@ class _ClientGone(Exception):
     pass
 
 
-async def _asgi_put(scope: Scope, receive: Receive, send: Send) -> None:
+def _request_parts(scope: Scope) -> tuple[dict[str, str], str | None]:
+    """A request's headers (lower-case names) and its client's address, as `client_ip`
+    reads them from a Django request."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    client = scope.get("client")
+    return headers, headers.get("x-real-ip") or (client[0] if client else None)
+
+
+async def _asgi_put(scope: Scope, receive: Receive, send: Send) -> None:
+    headers, ip_address = _request_parts(scope)
     receiver: BlockReceiver | None = None
     try:
         locator = manifests.parse_locator(scope["path"][1:])
         assert locator is not None  # KEEP_PATH_RE matched
         length = declared_length(headers.get("content-length"), locator)
-        client = scope.get("client")
         auth, receiver = await sync_to_async(_with_database(_start_put), thread_sensitive=False)(
             authorization=headers.get("authorization", ""),
-            ip_address=headers.get("x-real-ip") or (client[0] if client else None),
+            ip_address=ip_address,
             path=scope["path"],
             md5=locator.md5,
             size=length,
@@ -289,14 +296,13 @@ async def _asgi_get(scope: Scope, send: Send) -> None:
     """A block read: the rules and the verified read on a worker thread (one trip), then the
     block sent from its pooled buffer, SEND_CHUNK bytes per message (through Django, each
     message was cut again into 64 KiB copies)."""
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    headers, ip_address = _request_parts(scope)
     try:
         locator = manifests.parse_locator(scope["path"][1:])
         assert locator is not None  # KEEP_PATH_RE matched
-        client = scope.get("client")
         view, release = await sync_to_async(_with_database(_start_get), thread_sensitive=False)(
             authorization=headers.get("authorization", ""),
-            ip_address=headers.get("x-real-ip") or (client[0] if client else None),
+            ip_address=ip_address,
             locator=locator,
         )
     except Exception as exc:

@@ -139,3 +139,10 @@ def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         cursor.execute(sql, list(params))
         row = cursor.fetchone()
     return tuple(row) if row is not None else None
+
+
+def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Every row `sql` returns."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+        return [tuple(row) for row in cursor.fetchall()]

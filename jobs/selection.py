@@ -17,12 +17,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet, FullResultSet
-from django.db import connections
 from django.utils import timezone
 
 from jobs import permissions, rowsql, savings
 from jobs.models import Collection, Job, JobReuse, JobState, User
-from jobs.selectors import readable_pdhs
+from jobs.selectors import readable_collection_sql, readable_pdhs
 from jobs.services.objects import Actor
 
 # §3.5 item 6: Running, Queued, then Complete ("R" > "Q" > "C"), oldest first; the id
@@ -84,13 +83,12 @@ def candidates(queryset: Any, *, user: User) -> list[Candidate]:
         return []
     except FullResultSet:
         where, where_params = "1 = 1", ()
-    with connections[queryset.db].cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_CANDIDATE_COLUMNS} FROM {Job._meta.db_table} "
-            f"WHERE ({where}) AND {sql} ORDER BY {_CANDIDATE_ORDER_SQL}",
-            [*where_params, *params],
-        )
-        return [Candidate(*values) for values in cursor.fetchall()]
+    rows = rowsql.fetch_all(
+        f"SELECT {_CANDIDATE_COLUMNS} FROM {Job._meta.db_table} "
+        f"WHERE ({where}) AND {sql} ORDER BY {_CANDIDATE_ORDER_SQL}",
+        [*where_params, *params],
+    )
+    return [Candidate(*values) for values in rows]
 
 
 _CANDIDATE_COLUMNS = rowsql.column_sql(Job, CANDIDATE_FIELDS)
@@ -136,16 +134,14 @@ def select_job(jobs: Sequence[Candidate], *, user: User) -> tuple[Job | None, di
 
 
 def _with_readability(candidate: Candidate, *, user: User) -> tuple[Job, set[str]] | None:
-    """The whole job of `candidate` and which of its output and log `user` may read (each
-    has a readable, untrashed collection: `readable_pdhs`' rule), in one query; None when
-    the job is gone."""
+    """The whole job of `candidate` and which of its output and log `user` may read
+    (`readable_pdhs`' rule), in one query; None when the job is gone."""
     jobs = rowsql.reader(Job)
-    readable = permissions.readable_sql(user)
-    condition, params = readable if readable is not None else ("1 = 1", [])
+    condition, params = readable_collection_sql(user)
     # Unqualified, the condition's columns are the collection's (the innermost table).
     exists = (
-        f"EXISTS (SELECT 1 FROM {Collection._meta.db_table} WHERE portable_data_hash = %s "
-        f"AND NOT is_trashed AND {condition})"
+        f"EXISTS (SELECT 1 FROM {Collection._meta.db_table} "
+        f"WHERE portable_data_hash = %s AND {condition})"
     )
     row = rowsql.fetch_one(
         f"SELECT {jobs.columns('j')}, {exists}, {exists} FROM {Job._meta.db_table} j "

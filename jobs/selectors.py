@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection, models
+from django.db import models
 from django.db.models import Q, QuerySet
 
-from jobs import permissions
+from jobs import permissions, rowsql
 from jobs.models import (
     ApiClientAuthorization,
     ArvadosModel,
@@ -102,25 +102,32 @@ def readable_pdhs(user: User, pdhs: set[str]) -> set[str]:
         return set()
     # Written out, as `selection.candidates` is: a reuse hit asks this, and the ORM's
     # building and compiling cost more than the query.
-    readable = permissions.readable_sql(user)
-    condition, params = readable if readable is not None else ("TRUE", [])
+    condition, params = readable_collection_sql(user)
 
     def pdhs_among(wanted: list[str], limit: int) -> list[str]:
         marks = ", ".join(["%s"] * len(wanted))
-        sql = (
+        rows = rowsql.fetch_all(
             f"SELECT portable_data_hash FROM {Collection._meta.db_table} "
-            f"WHERE portable_data_hash IN ({marks}) AND NOT is_trashed AND {condition} "
-            f"LIMIT {int(limit)}"
+            f"WHERE portable_data_hash IN ({marks}) AND {condition} LIMIT {int(limit)}",
+            [*wanted, *params],
         )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [*wanted, *params])
-            return [pdh for (pdh,) in cursor.fetchall()]
+        return [pdh for (pdh,) in rows]
 
     rows = pdhs_among(sorted(pdhs), PDH_ROWS)
     found = set(rows)
     if len(rows) < PDH_ROWS:
         return found
     return found | {p for p in pdhs - found if pdhs_among([p], 1)}
+
+
+def readable_collection_sql(user: User) -> tuple[str, list[str]]:
+    """The condition of the collections whose PDH `user` may read (§6.1: readable and not
+    trashed), over the collections table's unqualified columns, with its parameters: the
+    rule of `readable_pdhs`, for a query that asks it of a PDH itself."""
+    readable = permissions.readable_sql(user)
+    if readable is None:
+        return "NOT is_trashed", []
+    return f"NOT is_trashed AND {readable[0]}", readable[1]
 
 
 def node_uuids_by_job(job_uuids: list[str]) -> dict[str, list[str]]:
@@ -130,14 +137,12 @@ def node_uuids_by_job(job_uuids: list[str]) -> dict[str, list[str]]:
     if not job_uuids:
         return found
     marks = ", ".join(["%s"] * len(job_uuids))
-    sql = (
+    for job_uuid, uuid in rowsql.fetch_all(
         f"SELECT job_uuid, uuid FROM {Node._meta.db_table} "
-        f"WHERE job_uuid IN ({marks}) ORDER BY uuid"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, list(job_uuids))
-        for job_uuid, uuid in cursor.fetchall():
-            found.setdefault(job_uuid, []).append(uuid)
+        f"WHERE job_uuid IN ({marks}) ORDER BY uuid",
+        job_uuids,
+    ):
+        found.setdefault(job_uuid, []).append(uuid)
     return found
 
 

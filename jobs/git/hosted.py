@@ -10,9 +10,8 @@ from pathlib import Path
 
 import git
 from django.conf import settings
-from django.db import connection
 
-from jobs import permissions
+from jobs import permissions, rowsql
 from jobs.exceptions import RepositoryUnusable
 from jobs.models import Repository, User
 
@@ -100,12 +99,10 @@ def hosted_git_dir(*, user: User | None, repo: str, restrict: bool = True) -> Pa
     # `selectors.readable_object` does: cheaper than joining the permission condition in.
     # Written out: every submission asks, and the ORM's query building cost more than the
     # query.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT uuid, owner_uuid FROM {Repository._meta.db_table} WHERE name = %s LIMIT 2",
-            [repo],
-        )
-        rows = cursor.fetchall()
+    rows = rowsql.fetch_all(
+        f"SELECT uuid, owner_uuid FROM {Repository._meta.db_table} WHERE name = %s LIMIT 2",
+        [repo],
+    )
     found = [Repository(uuid=uuid, owner_uuid=owner) for uuid, owner in rows]
     if restrict:
         assert user is not None

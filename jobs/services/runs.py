@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -181,14 +181,13 @@ def _claimable() -> list[Job]:
     them. Written out (`jobs.rowsql`): a worker asks at every hint, and the ORM took longer
     to build the query than the database took to answer it (1.6 against 0.7 ms)."""
     jobs = rowsql.reader(Job, _CLAIMABLE_FIELDS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {jobs.columns()} FROM {Job._meta.db_table} "
-            f"WHERE state = %s AND is_locked_by_uuid IS NULL "
-            f"ORDER BY {rowsql.order_sql(Job, RUN_ORDER)} LIMIT %s",
-            [JobState.QUEUED, CLAIM_BATCH],
-        )
-        return [jobs.build(row) for row in cursor.fetchall()]
+    rows = rowsql.fetch_all(
+        f"SELECT {jobs.columns()} FROM {Job._meta.db_table} "
+        f"WHERE state = %s AND is_locked_by_uuid IS NULL "
+        f"ORDER BY {rowsql.order_sql(Job, RUN_ORDER)} LIMIT %s",
+        [JobState.QUEUED, CLAIM_BATCH],
+    )
+    return [jobs.build(row) for row in rows]
 
 
 def hint_target(*, job_uuid: str, node_uuid: str | None) -> tuple[str, str] | None:
