@@ -17,6 +17,12 @@ What it does:
 4. Prints the median MB/s of each, and the ratios of `put` and `get` to `cp` + `sync` (the
    copy made as durable as the store makes a block), with the target (at least 0.5) and
    whether it is met; the ratio to plain `cp` for information.
+5. For information, the ceiling MD5 sets: a block is hashed by the client (its name, or the
+   check of what arrived) and by the server (verified before it is stored or sent), so every
+   byte is hashed twice; with this machine's MD5 rate (`hashlib`, 64 MiB, in this process)
+   spread perfectly over all its CPUs and nothing else to do, `put` and `get` cannot go
+   faster than rate x CPUs / 2. When that ceiling is below the target, the target cannot be
+   met on this disk without giving up a check.
 
 It reports; it does not assert: the exit status is 0 whether or not the target is met
 (non-zero only if the benchmark itself could not run). The temporary directory and the
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import hashlib
 import os
 import shutil
 import socket
@@ -57,6 +64,17 @@ def write_random_file(path: Path, size: int) -> None:
             count = min(chunk, remaining)
             out.write(os.urandom(count))
             remaining -= count
+
+
+def md5_rate() -> float:
+    """MB/s of hashlib's MD5 over a 64 MiB buffer, one CPU, median of 3."""
+    data = os.urandom(64 * MIB)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        hashlib.md5(data).digest()
+        times.append(time.perf_counter() - started)
+    return len(data) / 1e6 / statistics.median(times)
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -173,6 +191,18 @@ def main() -> int:
                 f"(target >= {TARGET}x: {verdict})   "
                 f"{rate[name] / rate['cp']:5.2f}x cp (no target)"
             )
+        md5, cpus = md5_rate(), os.cpu_count() or 1
+        ceiling = md5 * cpus / 2
+        print(
+            f"  MD5 ceiling  {ceiling:8.0f} MB/s   {ceiling / rate['cp_sync']:5.2f}x cp+sync   "
+            f"(MD5 {md5:.0f} MB/s per CPU x {cpus} CPUs / 2 hashes of every byte; "
+            + (
+                "the target is above it: not reachable with both checks"
+                if ceiling / rate["cp_sync"] < TARGET
+                else "the target is below it"
+            )
+            + ")"
+        )
         return 0
     finally:
         if server is not None:
