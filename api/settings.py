@@ -175,9 +175,9 @@ elif _engine.endswith("postgresql"):
     # PostgreSQL stops planning it again (planning was most of each query's time: 0.15-0.36
     # ms of the token, permission and reuse queries, which take 0.01-0.15 ms to run).
     # 0 turns preparing off (parameters are then still bound by the server).
-    threshold = env_int("CRUNCH_DB_PREPARE_THRESHOLD", 5, minimum=0)
+    _prepare_threshold = env_int("CRUNCH_DB_PREPARE_THRESHOLD", 5, minimum=0)
     DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
-    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = threshold or None
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = _prepare_threshold or None
 else:
     raise ImproperlyConfigured(
         f"DATABASE_URL must name PostgreSQL (postgres://) or SQLite (sqlite://), not {_engine}"
