@@ -40,7 +40,9 @@ def heal_stale_plans(
             raise
         # Through psycopg's own cursor: on seeing DEALLOCATE ALL succeed, psycopg forgets
         # the statements it had prepared, and prepares them again as they are used.
-        context["cursor"].cursor.execute("DEALLOCATE ALL")
+        connection = context["connection"]
+        with connection.wrap_database_errors:
+            context["cursor"].cursor.execute("DEALLOCATE ALL")
         return execute(sql, params, many, context)
 
 

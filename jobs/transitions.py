@@ -161,10 +161,9 @@ def _update_job(job_uuid: str, conditions: dict[str, Any], values: dict[str, Any
     query.clear_select_clause()
     sql, params = query.get_compiler(queryset.db).as_sql()
     jobs = rowsql.reader(Job)
-    with transaction.mark_for_rollback_on_error(using=queryset.db), connection.cursor() as cursor:
-        cursor.execute(f"{sql} RETURNING {jobs.columns()}", params)
-        rows = cursor.fetchall()
-    return jobs.build(rows[0], connection) if len(rows) == 1 else None
+    with transaction.mark_for_rollback_on_error(using=queryset.db):
+        rows = rowsql.fetch_all(f"{sql} RETURNING {jobs.columns()}", params)
+    return jobs.build(rows[0]) if len(rows) == 1 else None
 
 
 def job_settle(
