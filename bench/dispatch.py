@@ -81,6 +81,7 @@ import functools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -645,9 +646,16 @@ def wait_for_workers(app: Any, names: list[str], stack: Stack) -> None:
 # --- profile: one job at a time, in this process, phases timed ------------------------------
 
 
+def cpu_now() -> float:
+    """CPU seconds of this process (all its threads) and of its reaped children."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 class PhaseTimer:
     def __init__(self) -> None:
         self.total: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.restore: list[Callable[[], None]] = []
         self.missing: list[str] = []
@@ -660,11 +668,12 @@ class PhaseTimer:
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_now()
             try:
                 return original(*args, **kwargs)
             finally:
                 self.total[name] += time.perf_counter() - started
+                self.cpu[name] += cpu_now() - cpu
                 self.calls[name] += 1
 
         setattr(owner, attribute, timed)
@@ -739,6 +748,8 @@ def profile_runner(
 
     claims: list[float] = []
     runs_total: list[float] = []
+    claims_cpu: list[float] = []  # CPU of this process and its children (cpu_now)
+    runs_cpu: list[float] = []
     # SQL statements and their time, split between the claim and the run.
     sql: dict[str, list[float]] = {"claim": [0.0, 0], "run": [0.0, 0]}
     sql_phase = ["claim"]
@@ -759,19 +770,21 @@ def profile_runner(
         for i in range(count):
             api.submit(i, "profile")
             sql_phase[0] = "claim"
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), cpu_now()
             if profiler is not None:
                 profiler.enable()
             job = runs.job_claim(worker="bench-profile")
-            claimed = time.perf_counter()
+            claimed, claimed_cpu = time.perf_counter(), cpu_now()
             sql_phase[0] = "run"
             if job is None:
                 raise BenchError("profile: nothing to claim (is a worker still running?)")
             done = runner.Runner(job).run()
             runs_total.append(time.perf_counter() - claimed)
+            runs_cpu.append(cpu_now() - claimed_cpu)
             if profiler is not None:
                 profiler.disable()
             claims.append(claimed - started)
+            claims_cpu.append(claimed_cpu - started_cpu)
             if done.state != "Complete":
                 raise BenchError(f"profile: {done.uuid} ended {done.state}")
     finally:
@@ -799,14 +812,17 @@ def profile_runner(
         f"profile: {n} jobs claimed and run one at a time in this process (workers stopped)"
         + (f"; what-if: {', '.join(what_if)}" if what_if else "")
     )
-    print(f"{'phase':<56} {'ms/job':>8} {'calls/job':>10}")
-    print(f"{'job_claim':<56} {ms(sum(claims) / n):>8} {1:>10}")
+    print(f"{'phase':<56} {'ms/job':>8} {'CPU ms':>8} {'calls/job':>10}")
+    print(f"{'job_claim':<56} {ms(sum(claims) / n):>8} {ms(sum(claims_cpu) / n):>8} {1:>10}")
     print(
         f"{'  SQL in job_claim (statements, time)':<56} {ms(sql['claim'][0] / n):>8} "
-        f"{sql['claim'][1] / n:>10.1f}"
+        f"{'':>8} {sql['claim'][1] / n:>10.1f}"
     )
-    print(f"{'Runner.run (total)':<56} {ms(sum(runs_total) / n):>8} {1:>10}")
-    accounted = 0.0
+    print(
+        f"{'Runner.run (total)':<56} {ms(sum(runs_total) / n):>8} "
+        f"{ms(sum(runs_cpu) / n):>8} {1:>10}"
+    )
+    accounted, accounted_cpu = 0.0, 0.0
     for name in (
         "token create",
         "prepare",
@@ -826,21 +842,30 @@ def profile_runner(
     ):
         if not name.startswith(" ") and not name.startswith("("):
             accounted += timer.total[name]
+            accounted_cpu += timer.cpu[name]
         if name in timer.missing:
-            print(f"{name:<56} {'(not found in the code)':>19}")
+            print(f"{name:<56} {'(not found in the code)':>28}")
             continue
-        print(f"{name:<56} {ms(timer.total[name] / n):>8} {timer.calls[name] / n:>10.1f}")
+        print(
+            f"{name:<56} {ms(timer.total[name] / n):>8} {ms(timer.cpu[name] / n):>8} "
+            f"{timer.calls[name] / n:>10.1f}"
+        )
     print(
         f"{'  of which git subprocesses (in checkout)':<56} {ms(git_total[0] / n):>8} "
-        f"{git_total[1] / n:>10.1f}"
+        f"{'':>8} {git_total[1] / n:>10.1f}"
     )
     print(
         f"{'  SQL in Runner.run (statements, time)':<56} {ms(sql['run'][0] / n):>8} "
-        f"{sql['run'][1] / n:>10.1f}"
+        f"{'':>8} {sql['run'][1] / n:>10.1f}"
     )
     print(
         f"{'rest of Runner.run (rmtree, log notes, client)':<56} "
-        f"{ms((sum(runs_total) - accounted) / n):>8}"
+        f"{ms((sum(runs_total) - accounted) / n):>8} "
+        f"{ms((sum(runs_cpu) - accounted_cpu) / n):>8}"
+    )
+    print(
+        "  (CPU ms: this process, all its threads, and the children it reaped in that phase;"
+        " the API server's and PostgreSQL's share is not in it)"
     )
     print(f"dispatch hint (crunch.dispatch.send, one publish): median {ms(median(publish))} ms")
 

@@ -8,7 +8,10 @@ production one (PostgreSQL and Redis), which needs those servers.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -51,6 +54,11 @@ echo "$n" > "$JOB_WORK/tries"
 echo "try $n"
 [ "$n" -ge 3 ] || exit 111
 echo "third time lucky" > "$CRUNCH_OUTPUT/out.txt"
+""",
+    "whoami": """#!/bin/sh
+echo "ids=$(id -u) $(id -g) $(id -G)"
+touch "$CRUNCH_SRC/new" 2>/dev/null && echo "src writable" || echo "src read-only"
+touch "$CRUNCH_OUTPUT/new" && echo "output writable"
 """,
     "reader": """#!/bin/sh
 cat "$TASK_KEEPMOUNT/$JOB_PARAMETER_INPUT/out.txt" > "$CRUNCH_OUTPUT/copy.txt"
@@ -181,3 +189,61 @@ def test_a_local_run_gets_the_memory_it_asked_for(stack: Stack) -> None:
     roomy = stack.wait(stack.call("POST", "jobs", json={"job": job})["uuid"])
     assert roomy["state"] == "Complete"
     assert "allocated 200000000" in stack.log_text(roomy)
+
+
+def expected_ids() -> tuple[int, int]:
+    """Who scripts run as: CRUNCH_RUN_AS (default nobody) under a root worker, else the
+    worker's own user (crunch.runtimes.run_as)."""
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(os.environ.get("CRUNCH_RUN_AS") or "nobody")
+        return entry.pw_uid, entry.pw_gid
+    return os.getuid(), os.getgid()
+
+
+def test_a_script_runs_as_the_run_user_with_no_other_groups(stack: Stack) -> None:
+    job = stack.wait(stack.submit("whoami", {})["uuid"])
+    assert job["state"] == "Complete", stack.log_text(job)
+    log_text = stack.log_text(job)
+    uid, gid = expected_ids()
+    if os.geteuid() == 0:
+        assert f"ids={uid} {gid} {gid}\n" in log_text, log_text
+        assert "src read-only" in log_text  # the checkout belongs to the worker
+    else:
+        assert f"ids={uid} {gid} " in log_text, log_text
+    assert "output writable" in log_text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing user needs a worker running as root")
+@pytest.mark.parametrize("with_setpriv", [True, False])
+def test_both_ways_of_changing_user_give_the_same_ids(
+    with_setpriv: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With util-linux setpriv (the program's own process changes user) and without it
+    (subprocess changes user in the child it forks): the same user, group and no
+    supplementary groups, and the program is looked up in PATH as that user: one in a
+    directory only root can enter is passed over."""
+    from crunch import runtimes
+
+    if with_setpriv and shutil.which("setpriv") is None:
+        pytest.skip("needs util-linux setpriv")
+    if not with_setpriv:
+        monkeypatch.setattr(runtimes, "_setpriv", lambda: None)
+    entry = pwd.getpwnam("nobody")
+    prefix, owner = runtimes.owner_prefix((entry.pw_uid, entry.pw_gid))
+    assert bool(prefix) is with_setpriv and bool(owner) is not with_setpriv
+    hidden = tmp_path / "root-only"
+    hidden.mkdir(mode=0o700)
+    (hidden / "sh").write_text("#!/bin/sh\necho not the shell the user can reach\n")
+    (hidden / "sh").chmod(0o755)
+    done = subprocess.run(
+        [*prefix, "sh", "-c", 'echo "$(id -u) $(id -g) $(id -G)"'],
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,
+        cwd="/",
+        env={"PATH": f"{hidden}:/usr/bin:/bin"},
+        **owner,
+    )
+    assert done.stdout == f"{entry.pw_uid} {entry.pw_gid} {entry.pw_gid}\n"
+    assert runtimes.owner_prefix(None) == ([], {})
