@@ -52,10 +52,17 @@ def execution_finish(
     execution that already ended keeps how it ended. Returns it as stored."""
     if state not in EXECUTION_FINAL_STATES:
         raise ValueError(f"an execution cannot end {state!r}")
-    Execution.objects.filter(pk=execution.pk, state=ExecutionState.RUNNING).update(
-        state=state, exit_code=exit_code, reason=reason, finished_at=timezone.now()
-    )
-    execution.refresh_from_db()
+    ended = {
+        "state": state,
+        "exit_code": exit_code,
+        "reason": reason,
+        "finished_at": timezone.now(),
+    }
+    if Execution.objects.filter(pk=execution.pk, state=ExecutionState.RUNNING).update(**ended):
+        for name, value in ended.items():  # what the row now holds: no need to read it back
+            setattr(execution, name, value)
+    else:
+        execution.refresh_from_db()  # it had ended already: how, the row says
     return execution
 
 

@@ -286,6 +286,10 @@ def test_executions_number_their_attempts_and_end_once(active: Any) -> None:
     )
     assert (first.state, first.exit_code, first.reason) == ("Failed", 111, "temporary failure")
     assert first.finished_at is not None
+    stored = Execution.objects.get(pk=first.pk)  # what was handed back is what the row holds
+    assert [getattr(stored, f.attname) for f in Execution._meta.concrete_fields] == [
+        getattr(first, f.attname) for f in Execution._meta.concrete_fields
+    ]
     # ending it again changes nothing
     assert execution_finish(execution=first, state="Complete", exit_code=0).state == "Failed"
     second = execution_start(job=job, node_uuid=node.uuid, hostname=None, log_seq=4)
