@@ -716,7 +716,7 @@ def profile_runner(
     for owner, attribute, name in (
         (runs, "job_token_create", "token create"),
         (runner.Runner, "_prepare", "prepare"),
-        (runner.Runner, "_checkout", "  checkout (git cat-file + archive, untar)"),
+        (runner.Runner, "_checkout", "  checkout (kept archive or git, untar)"),
         (runner.Runner, "_execute", "execute"),
         (runner.Runner, "_run_once", "  run the script (Popen, poll loop)"),
         (runner.Runner, "_save_output", "save output collection"),
@@ -826,7 +826,7 @@ def profile_runner(
     for name in (
         "token create",
         "prepare",
-        "  checkout (git cat-file + archive, untar)",
+        "  checkout (kept archive or git, untar)",
         "execute",
         "  run the script (Popen, poll loop)",
         "save output collection",
