@@ -132,10 +132,16 @@ class Runner:
         self.exit_code: int | None = None  # the last attempt's
         self.stopped: tuple[str, str] | None = None  # how and why the last attempt was stopped
         self.pyenv: Path | None = None  # the run's Python environment (crunch/pyenv.py)
+        self.hostname: str | None = None  # of its node (or this machine's), once run() starts
 
     def run(self) -> Job:
         success = False
         output: str | None = None
+        node_uuid = self.job.worker_node_uuid
+        # Where it runs, read once: for the log and for each attempt's execution.
+        self.hostname = (
+            runs.node_hostname(node_uuid=node_uuid) if node_uuid else socket.gethostname()
+        )
         try:
             self._attempt_start()
             self.actor = runs.job_token_create(
@@ -147,8 +153,10 @@ class Runner:
                 ClientConfig(base_url=settings.CRUNCH_API_URL, token=self.token)
             )
             self.log.note(f"job {self.job.uuid}: {what_runs(self.job)}")
-            if self.job.worker_node_uuid:
-                self.log.note(f"on node {runs.node_name(node_uuid=self.job.worker_node_uuid)}")
+            if node_uuid:
+                self.log.note(
+                    f"on node {runs.node_name(node_uuid=node_uuid, hostname=self.hostname)}"
+                )
             self._prepare()
             success = self._execute()
             if success:
@@ -277,11 +285,10 @@ class Runner:
         """A new execution, whose log begins with the next chunk."""
         self.log.flush()
         self.exit_code, self.stopped = None, None
-        node_uuid = self.job.worker_node_uuid
         self.execution = executions.execution_start(
             job=self.job,
-            node_uuid=node_uuid,
-            hostname=None if node_uuid else socket.gethostname(),
+            node_uuid=self.job.worker_node_uuid,
+            hostname=self.hostname,
             log_seq=self.log.next_seq(),
         )
 

@@ -99,9 +99,13 @@ def node_register(
     )
 
 
-def node_name(*, node_uuid: str) -> str:
-    """`hostname (uuid)` of a node, for logs."""
-    hostname = Node.objects.filter(uuid=node_uuid).values_list("hostname", flat=True).first()
+def node_hostname(*, node_uuid: str) -> str | None:
+    return Node.objects.filter(uuid=node_uuid).values_list("hostname", flat=True).first()
+
+
+def node_name(*, node_uuid: str, hostname: str | None = None) -> str:
+    """`hostname (uuid)` of a node, for logs (its hostname read unless given)."""
+    hostname = hostname or node_hostname(node_uuid=node_uuid)
     return f"{hostname} ({node_uuid})" if hostname else node_uuid
 
 
