@@ -14,9 +14,11 @@ What it does:
    Between rounds the copies and the stored blocks are removed, so every `put` writes every
    block (no deduplication) and every `cp` writes a new file. Each round starts after a
    `sync`, and all runs read from a warm page cache, alike.
-4. Prints the median MB/s of each, and the ratios of `put` and `get` to `cp` + `sync` (the
-   copy made as durable as the store makes a block), with the target (at least 0.5) and
-   whether it is met; the ratio to plain `cp` for information.
+4. Prints each round's times and the CPU seconds the client (`crunch put`/`get`) and the
+   server used for it, in all and in the kernel; then the median MB/s of each, and the
+   ratios of `put` and `get` to `cp` + `sync` (the copy made as durable as the store makes
+   a block), with the target (at least 0.5) and whether it is met; the ratio to plain `cp`
+   for information.
 5. For information, the ceiling MD5 sets: a block is hashed by the client (its name, or the
    check of what arrived) and by the server (verified before it is stored or sent), so every
    byte is hashed twice; with this machine's MD5 rate (`hashlib`, 64 MiB, in this process)
@@ -35,6 +37,7 @@ import argparse
 import filecmp
 import hashlib
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -43,10 +46,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.5
+LAST_CPU: list[Cpu] = []  # the CPU the last command `timed` ran used
 MIB = 1024 * 1024
 
 
@@ -77,10 +82,38 @@ def md5_rate() -> float:
     return len(data) / 1e6 / statistics.median(times)
 
 
+def children_cpu() -> Cpu:
+    """CPU seconds of this process's reaped children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Cpu(usage.ru_utime, usage.ru_stime)
+
+
+def process_cpu(pid: int) -> Cpu:
+    """CPU seconds a running process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return Cpu(int(fields[11]) / tick, int(fields[12]) / tick)
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds in user space and in the kernel."""
+
+    user: float
+    system: float
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(self.user - other.user, self.system - other.system)
+
+    def __str__(self) -> str:
+        return f"{self.user + self.system:.2f} ({self.system:.2f} kernel)"
+
+
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), children_cpu()
     result = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     elapsed = time.perf_counter() - started
+    LAST_CPU[:] = [children_cpu() - cpu]
     if result.returncode != 0:
         raise SystemExit(f"bench: {' '.join(argv)} failed:\n{result.stderr}")
     return elapsed, result.stdout
@@ -145,6 +178,7 @@ def main() -> int:
         crunch = [sys.executable, "-m", "crunch.cli"]
         threads = ["--threads", str(args.threads)]
         times: dict[str, list[float]] = {"cp": [], "cp_sync": [], "put": [], "get": []}
+        cpu: dict[str, list[tuple[Cpu, Cpu]]] = {"put": [], "get": []}  # client, server
         for round_number in range(1, args.rounds + 1):
             copy, fetched = work / "copy.bin", work / "fetched.bin"
             # Start every round with nothing waiting to be written back (the file just made,
@@ -160,19 +194,25 @@ def main() -> int:
                 ["sh", "-c", 'cp "$1" "$2" && sync "$2"', "cp", str(source), str(copy)], env
             )
             times["cp_sync"].append(elapsed)
+            served = process_cpu(server.pid)
             elapsed, out = timed([*crunch, "put", *threads, str(source)], client_env)
             times["put"].append(elapsed)
+            cpu["put"].append((LAST_CPU[0], process_cpu(server.pid) - served))
             pdh = out.strip().splitlines()[-1]
+            served = process_cpu(server.pid)
             elapsed, _ = timed(
                 [*crunch, "get", *threads, f"{pdh}/big.bin", str(fetched)], client_env
             )
             times["get"].append(elapsed)
+            cpu["get"].append((LAST_CPU[0], process_cpu(server.pid) - served))
             if not filecmp.cmp(source, fetched, shallow=False):
                 raise SystemExit("bench: crunch get returned different bytes")
             print(
                 f"bench: round {round_number}: cp {times['cp'][-1]:.2f}s  "
                 f"cp+sync {times['cp_sync'][-1]:.2f}s  "
-                f"put {times['put'][-1]:.2f}s  get {times['get'][-1]:.2f}s",
+                f"put {times['put'][-1]:.2f}s  get {times['get'][-1]:.2f}s  "
+                f"\n  CPU seconds: put client {cpu['put'][-1][0]}, server {cpu['put'][-1][1]}; "
+                f"get client {cpu['get'][-1][0]}, server {cpu['get'][-1][1]}",
                 flush=True,
             )
             copy.unlink()
