@@ -138,11 +138,11 @@ class Runner:
         success = False
         output: str | None = None
         node_uuid = self.job.worker_node_uuid
-        # Where it runs, read once: for the log and for each attempt's execution.
-        self.hostname = (
-            runs.node_hostname(node_uuid=node_uuid) if node_uuid else socket.gethostname()
-        )
         try:
+            # Where it runs, read once: for the log and for each attempt's execution.
+            self.hostname = (
+                runs.node_hostname(node_uuid=node_uuid) if node_uuid else socket.gethostname()
+            )
             self._attempt_start()
             self.actor = runs.job_token_create(
                 job=self.job, lifetime=dt.timedelta(seconds=settings.CRUNCH_JOB_TOKEN_TTL)

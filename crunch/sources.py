@@ -28,7 +28,8 @@ class ArchiveCache:
     """The archives of the commits this process extracted lately, by repository cache and
     commit: a commit never changes, so its next job is extracted without a git process
     (4 ms of a trivial job's CPU, measured). Least recently used first out; at most
-    `max_bytes` in all, and an archive larger than a quarter of that is not kept."""
+    `max_bytes` in all, and an archive larger than a quarter of that is not kept. Each
+    process keeps its own (a worker's pool process runs one job at a time)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
