@@ -51,7 +51,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.5
-LAST_CPU: list[Cpu] = []  # the CPU the last command `timed` ran used
 MIB = 1024 * 1024
 
 
@@ -109,14 +108,15 @@ class Cpu:
         return f"{self.user + self.system:.2f} ({self.system:.2f} kernel)"
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str, Cpu]:
+    """Run a command: its wall time, its stdout and the CPU it used."""
     started, cpu = time.perf_counter(), children_cpu()
     result = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     elapsed = time.perf_counter() - started
-    LAST_CPU[:] = [children_cpu() - cpu]
+    used = children_cpu() - cpu
     if result.returncode != 0:
         raise SystemExit(f"bench: {' '.join(argv)} failed:\n{result.stderr}")
-    return elapsed, result.stdout
+    return elapsed, result.stdout, used
 
 
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -184,33 +184,33 @@ def main() -> int:
             # Start every round with nothing waiting to be written back (the file just made,
             # the previous round's blocks), so one round's writes do not slow the next one.
             os.sync()
-            elapsed, _ = timed(["cp", str(source), str(copy)], env)
+            elapsed, _, _ = timed(["cp", str(source), str(copy)], env)
             times["cp"].append(elapsed)
             copy.unlink()
             os.sync()
             # The store makes each block durable (fsync) before it is visible; plain cp leaves
             # the copy in the page cache. `cp` then `sync FILE` is the durable equivalent.
-            elapsed, _ = timed(
+            elapsed, _, _ = timed(
                 ["sh", "-c", 'cp "$1" "$2" && sync "$2"', "cp", str(source), str(copy)], env
             )
             times["cp_sync"].append(elapsed)
             served = process_cpu(server.pid)
-            elapsed, out = timed([*crunch, "put", *threads, str(source)], client_env)
+            elapsed, out, client = timed([*crunch, "put", *threads, str(source)], client_env)
             times["put"].append(elapsed)
-            cpu["put"].append((LAST_CPU[0], process_cpu(server.pid) - served))
+            cpu["put"].append((client, process_cpu(server.pid) - served))
             pdh = out.strip().splitlines()[-1]
             served = process_cpu(server.pid)
-            elapsed, _ = timed(
+            elapsed, _, client = timed(
                 [*crunch, "get", *threads, f"{pdh}/big.bin", str(fetched)], client_env
             )
             times["get"].append(elapsed)
-            cpu["get"].append((LAST_CPU[0], process_cpu(server.pid) - served))
+            cpu["get"].append((client, process_cpu(server.pid) - served))
             if not filecmp.cmp(source, fetched, shallow=False):
                 raise SystemExit("bench: crunch get returned different bytes")
             print(
                 f"bench: round {round_number}: cp {times['cp'][-1]:.2f}s  "
                 f"cp+sync {times['cp_sync'][-1]:.2f}s  "
-                f"put {times['put'][-1]:.2f}s  get {times['get'][-1]:.2f}s  "
+                f"put {times['put'][-1]:.2f}s  get {times['get'][-1]:.2f}s"
                 f"\n  CPU seconds: put client {cpu['put'][-1][0]}, server {cpu['put'][-1][1]}; "
                 f"get client {cpu['get'][-1][0]}, server {cpu['get'][-1][1]}",
                 flush=True,

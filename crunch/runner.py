@@ -141,7 +141,7 @@ class Runner:
         try:
             # Where it runs, read once: for the log and for each attempt's execution.
             self.hostname = (
-                runs.node_hostname(node_uuid=node_uuid) if node_uuid else socket.gethostname()
+                executions.node_hostname(node_uuid=node_uuid) if node_uuid else socket.gethostname()
             )
             self._attempt_start()
             self.actor = runs.job_token_create(

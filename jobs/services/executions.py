@@ -16,6 +16,11 @@ from jobs.models import Execution, ExecutionState, Job, Node
 from jobs.models.executions import EXECUTION_FINAL_STATES
 
 
+def node_hostname(*, node_uuid: str) -> str | None:
+    """The host name a node registered with, if any."""
+    return Node.objects.filter(uuid=node_uuid).values_list("hostname", flat=True).first()
+
+
 def execution_start(
     *,
     job: Job,
@@ -27,7 +32,7 @@ def execution_start(
     """A new Running execution of `job`: the next attempt of `replica`, on `node_uuid`
     (`hostname` defaults to the node's), whose log begins at chunk `log_seq`."""
     if hostname is None and node_uuid:
-        hostname = Node.objects.filter(uuid=node_uuid).values_list("hostname", flat=True).first()
+        hostname = node_hostname(node_uuid=node_uuid)
     last = Execution.objects.filter(job_uuid=job.uuid, replica=replica).aggregate(
         last=Max("attempt")
     )["last"]

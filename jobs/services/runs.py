@@ -29,7 +29,7 @@ from jobs.follow import chunk_lines
 from jobs.locks import try_advisory_lock
 from jobs.models import ApiClientAuthorization, ExecutionState, Job, JobState, LogChunk, Node, User
 from jobs.queue import RUN_ORDER, queued_jobs
-from jobs.services.executions import executions_end_running
+from jobs.services.executions import executions_end_running, node_hostname
 from jobs.services.objects import Actor
 from jobs.services.tokens import system_user, token_create
 from jobs.transitions import job_settle, job_transition
@@ -97,10 +97,6 @@ def node_register(
         last_ping_at=now,
         info=info,
     )
-
-
-def node_hostname(*, node_uuid: str) -> str | None:
-    return Node.objects.filter(uuid=node_uuid).values_list("hostname", flat=True).first()
 
 
 def node_name(*, node_uuid: str, hostname: str | None = None) -> str:
