@@ -50,6 +50,7 @@ from crunch.keepcli import CommandError, get_target, upload_manifest
 from crunch.runlog import LogWriter, store_log
 from crunch.runtimes import (
     ContainerRuntime,
+    ExitWatch,
     LocalRuntime,
     RunFailed,
     Runtime,
@@ -80,6 +81,8 @@ log = logging.getLogger("crunch.runner")
 TEMPORARY_FAILURE = 111
 MAX_TRIES = 3
 CANCEL_POLL_SECONDS = 1.0
+# While a program runs: how often its log is stored (if due) and its deadline checked.
+TICK_SECONDS = 0.02
 _PDH_RE = re.compile(r"^[0-9a-f]{32}\+[0-9]+\Z")
 
 
@@ -348,24 +351,25 @@ class Runner:
         # The job was Running when claimed a moment ago: the first look at its state comes a
         # poll interval from now, like every other (a trivial job ends before it).
         last_poll = time.monotonic()
-        while process.poll() is None:
-            now = time.monotonic()
-            if deadline is not None and now > deadline:
-                stopped_because = f"the run took longer than max_run_time ({limit} s)"
-                self.stopped = (ExecutionState.FAILED, stopped_because)
-            elif now - last_poll >= CANCEL_POLL_SECONDS:
-                last_poll = now
-                if runs.job_state(job_uuid=self.job.uuid) != JobState.RUNNING:
-                    stopped_because = "the job was cancelled"
-                    self.stopped = (ExecutionState.CANCELLED, stopped_because)
-            if stopped_because:
-                self.runtime.stop(process)
-                break
-            self.log.tick()
-            try:
-                process.wait(timeout=0.02)  # returns as soon as the script exits
-            except subprocess.TimeoutExpired:
-                pass
+        exited = ExitWatch(process)
+        try:
+            while process.poll() is None:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
+                    stopped_because = f"the run took longer than max_run_time ({limit} s)"
+                    self.stopped = (ExecutionState.FAILED, stopped_because)
+                elif now - last_poll >= CANCEL_POLL_SECONDS:
+                    last_poll = now
+                    if runs.job_state(job_uuid=self.job.uuid) != JobState.RUNNING:
+                        stopped_because = "the job was cancelled"
+                        self.stopped = (ExecutionState.CANCELLED, stopped_because)
+                if stopped_because:
+                    self.runtime.stop(process)
+                    break
+                self.log.tick()
+                exited.wait(TICK_SECONDS)  # returns as soon as the script exits
+        finally:
+            exited.close()
         process.wait()
         reader.join(timeout=10)
         self.log.flush()

@@ -247,3 +247,39 @@ def test_both_ways_of_changing_user_give_the_same_ids(
     )
     assert done.stdout == f"{entry.pw_uid} {entry.pw_gid} {entry.pw_gid}\n"
     assert runtimes.owner_prefix(None) == ([], {})
+
+
+@pytest.mark.parametrize("with_pidfd", [True, False])
+def test_exit_watch_returns_when_the_program_ends(
+    with_pidfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ExitWatch.wait` returns once the program has ended, not at the end of its timeout
+    (an hour here; the wait runs on a thread given a minute), and leaves a running program
+    running; with pidfds and without (Popen's own polling)."""
+    import threading
+
+    from crunch.runtimes import ExitWatch
+
+    if with_pidfd and not hasattr(os, "pidfd_open"):
+        pytest.skip("this Python or kernel has no pidfds")
+    if not with_pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    process = subprocess.Popen(["sh", "-c", "read line"], stdin=subprocess.PIPE)
+    watch = ExitWatch(process)
+    try:
+        assert (watch._poll is not None) is with_pidfd
+        watch.wait(0.05)
+        assert process.poll() is None  # still waiting for its line
+        waiter = threading.Thread(target=watch.wait, args=(3600,), daemon=True)
+        waiter.start()
+        assert process.stdin is not None
+        process.stdin.close()  # `read` sees the end of its input: the program ends
+        waiter.join(60)
+        assert not waiter.is_alive(), "the wait did not return when the program ended"
+        assert process.poll() == 1  # ended (read found no line), and reaped now
+    finally:
+        watch.close()
+        watch.close()  # twice is harmless
+        if process.poll() is None:
+            process.kill()
+            process.wait()
