@@ -1,7 +1,8 @@
 """Dispatch throughput and latency: 500 trivial jobs on 2 workers, against a no-op Celery task.
 
     .venv/bin/python bench/dispatch.py [--jobs 500] [--workers 2] [--submitters 4] [--rate R]
-                                       [--pings 200] [--idle-jobs 20] [--profile-jobs 30]
+                                       [--pings 200] [--idle-jobs 20] [--floor 400]
+                                       [--profile-jobs 30]
                                        [--command-jobs 500] [--cprofile FILE]
                                        [--what-if db-reuse,small-buffers,fast-poll]
 
@@ -39,7 +40,12 @@ What it does:
 6. For information: `--idle-jobs` jobs one at a time (each submitted when the previous one
    finished): the same delay with nothing queued, i.e. the dispatch path alone; CPU seconds
    each process group used during the batch; how busy the workers were; PostgreSQL
-   sessions opened; run_job tasks that found nothing to claim.
+   sessions opened; run_job tasks that found nothing to claim. And the stack's floor
+   (`--floor`, 0 to skip), measured with the workers idle: the CPU of a no-op task (the
+   workers and Redis), of the cheapest authenticated request (users/current: the API and
+   PostgreSQL) and of starting `/bin/sh -c true`, added up beside what 100 jobs/s on this
+   machine's CPUs allows a job and what a job of the batch cost: how much of a job's cost is
+   the stack's before the job does anything.
 7. Command jobs (`--command-jobs`, 0 to skip): the same batch as command jobs (the argv
    `true`, no source tree), measured the same way right after, and their rate over the
    script jobs' (target: at least 1).
@@ -107,6 +113,7 @@ SCRIPT_TEXT = "#!/bin/sh\ntrue\n"
 REPOSITORY = "benchuser/bench"
 WORKER_SETTINGS = "bench.dispatch_worker_settings"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MACHINE = "(machine busy, all CPUs)"
 
 
 class BenchError(Exception):
@@ -611,9 +618,7 @@ def cpu_by_group(roots: dict[str, int]) -> dict[str, float]:
         first = handle.readline().split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in first[:7])
     steal = int(first[7]) if len(first) > 7 else 0
-    result["(machine busy, all CPUs)"] = (
-        user + nice + system + irq + softirq + steal
-    ) / CLOCK_TICKS
+    result[MACHINE] = (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
     return result
 
 
@@ -629,6 +634,52 @@ def ping_round_trips(app: Any, count: int) -> list[float]:
         if not answer:
             raise BenchError("crunch.ping answered nothing")
     return samples
+
+
+@dataclass
+class Floor:
+    """What any job costs this stack before it does anything of its own, in CPU seconds
+    per unit, by process group: a no-op task, the cheapest authenticated request, starting
+    a trivial program."""
+
+    count: int
+    threads: int
+    task: dict[str, float]
+    request: dict[str, float]
+    spawn: float
+
+    def job_floor(self) -> float:
+        return sum(self.task.values()) + sum(self.request.values()) + self.spawn
+
+
+def measure_floor(app: Any, api: Api, roots: dict[str, int], count: int, submitters: int) -> Floor:
+    """With the workers idle: `count` no-op tasks sent at once (the workers run them and
+    store their results; the CPU of the workers and Redis), `count` GETs of users/current
+    from `submitters` threads (the API's and PostgreSQL's), `count` starts of
+    `/bin/sh -c true` by this process (as a worker starts a script: vfork and exec)."""
+
+    def used(before: dict[str, float], after: dict[str, float], *names: str) -> dict[str, float]:
+        """Per unit, for each name: the groups whose names start with it, together."""
+        return {
+            name: sum(after[key] - before[key] for key in after if key.startswith(name)) / count
+            for name in names
+        }
+
+    before = cpu_by_group(roots)
+    for result in [app.send_task("crunch.ping") for _ in range(count)]:
+        if not result.get(timeout=60):
+            raise BenchError("crunch.ping answered nothing")
+    after = cpu_by_group(roots)
+    task = used(before, after, "crunch worker", "redis-server")
+    with ThreadPoolExecutor(max_workers=submitters) as pool:
+        before = cpu_by_group(roots)
+        list(pool.map(lambda _: api.call("GET", "users/current"), range(count)))
+        after = cpu_by_group(roots)
+    request = used(before, after, "crunch serve", "postgres")
+    started = cpu_now()
+    for _ in range(count):
+        subprocess.run(["/bin/sh", "-c", "true"], check=True)
+    return Floor(count, submitters, task, request, (cpu_now() - started) / count)
 
 
 def wait_for_workers(app: Any, names: list[str], stack: Stack) -> None:
@@ -982,6 +1033,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pings", type=int, default=200, help="ping round trips, twice (200)")
     parser.add_argument("--idle-jobs", type=int, default=20, help="one-at-a-time jobs (20)")
     parser.add_argument(
+        "--floor",
+        type=int,
+        default=400,
+        help="no-op tasks, requests and program starts measured for the floor (400; 0: skip)",
+    )
+    parser.add_argument(
         "--command-jobs", type=int, default=500, help="command jobs after the batch (500; 0: skip)"
     )
     parser.add_argument("--warmup-jobs", type=int, default=6, help="unmeasured jobs first (6)")
@@ -1184,6 +1241,7 @@ def run(args: argparse.Namespace, stack: Stack) -> int:
     check_complete(stack, idle, api)
 
     pings_after = ping_round_trips(app, args.pings)
+    floor = measure_floor(app, api, roots, args.floor, args.submitters) if args.floor else None
 
     import redis
 
@@ -1217,6 +1275,7 @@ def run(args: argparse.Namespace, stack: Stack) -> int:
         sessions_after - sessions_before,
         task_outcomes(stack),
         memory,
+        floor,
     )
 
     if args.command_jobs > 0:
@@ -1338,6 +1397,22 @@ def print_split(indent: str, times: list[JobTimes], received: dict[str, dt.datet
     )
 
 
+def print_floor(floor: Floor, *, machine_per_job: float) -> None:
+    budget = (os.cpu_count() or 1) / TARGET_JOBS_PER_SECOND
+    task = ", ".join(f"{name} {cpu * 1000:.1f}" for name, cpu in floor.task.items())
+    request = ", ".join(f"{name} {cpu * 1000:.1f}" for name, cpu in floor.request.items())
+    print(
+        "what any job costs this stack before its own work (CPU ms, measured after the batch,\n"
+        f"  workers idle, {floor.count} of each):\n"
+        f"  a no-op task (crunch.ping, all sent at once, results stored): {task}\n"
+        f"  an authenticated GET users/current ({floor.threads} threads): {request}\n"
+        f"  /bin/sh -c true started by this process: {floor.spawn * 1000:.1f}\n"
+        f"  together {floor.job_floor() * 1000:.1f} CPU ms, of the {budget * 1000:.1f} a job may "
+        f"cost for {TARGET_JOBS_PER_SECOND:g} jobs/s on {os.cpu_count()} CPUs; a job in the "
+        f"batch cost the machine {machine_per_job * 1000:.1f}"
+    )
+
+
 def report(
     args: argparse.Namespace,
     answers: list[tuple[float, float, dict[str, Any]]],
@@ -1357,6 +1432,7 @@ def report(
     sessions: int,
     outcomes: tuple[int, int],
     memory: MemoryWatch,
+    floor: Floor | None,
 ) -> None:
     n = len(times)
     first_created = min(t.created_at for t in times)
@@ -1486,6 +1562,8 @@ def report(
         print(f"  {name:<44} {used:7.2f} s  {used / n * 1000:6.1f} ms/job")
     cpus = os.cpu_count() or 1
     print(f"  (capacity: {cpus} CPUs x {wall:.2f} s = {cpus * wall:.2f} s)")
+    if floor is not None:
+        print_floor(floor, machine_per_job=(cpu_after[MACHINE] - cpu_before[MACHINE]) / n)
     print("worker memory (resident, each worker's main process and pool; --jobs 2200 gives")
     print("  each of 2 workers about 1,000 jobs):")
     for line in memory.lines():
@@ -1500,7 +1578,7 @@ def report(
     )
     print(
         f"results stored in Redis: {ping_results} (run_job: {run_job_results}; "
-        f"expected {2 * args.pings + 10} pings and 0 run_job)"
+        f"expected {2 * args.pings + 10 + args.floor} pings and 0 run_job)"
     )
     print()
     rate_ok = rate >= TARGET_JOBS_PER_SECOND
