@@ -189,14 +189,14 @@ class ExitWatch:
             try:
                 # Not reaped before this (nothing waits for it yet), so the pid is still its.
                 self._fd = pidfd_open(process.pid)
-            except OSError:  # a kernel without pidfds
+            except OSError:  # a kernel without pidfds, or no descriptor to spare: poll
                 return
             self._poll = select.poll()
             self._poll.register(self._fd, select.POLLIN)
 
     def wait(self, timeout: float) -> None:
-        """Return once the program has ended (not reaped: `process.poll()` does that), or
-        after `timeout` seconds."""
+        """Return once the program has ended, or after `timeout` seconds (`process.poll()`
+        then says which, and reaps it)."""
         if self._poll is not None:
             self._poll.poll(timeout * 1000)
             return
